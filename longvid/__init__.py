@@ -1,0 +1,1 @@
+"""longvid: streaming long video generation with prompt switches."""
