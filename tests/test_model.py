@@ -1,0 +1,78 @@
+"""The causal Wan transformer is diffusers' Wan: same forward, same RoPE, per-frame timesteps."""
+
+import torch
+from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformer3DModel
+
+from longvid.model import CausalWanTransformer, FrameRope, apply_rope
+
+KW = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
+          out_channels=4, text_dim=16, freq_dim=32, ffn_dim=32, num_layers=2)
+
+
+def pair():
+    torch.manual_seed(0)
+    ref = WanTransformer3DModel(**KW).eval()
+    ours = CausalWanTransformer(**KW).eval()
+    ours.load_state_dict(ref.state_dict())  # same parameter names
+    return ref, ours
+
+
+def test_same_parameters_as_diffusers():
+    ref, ours = pair()
+    assert list(ref.state_dict()) == list(ours.state_dict())
+
+
+def test_forward_equals_diffusers_uniform_timestep():
+    ref, ours = pair()
+    x, txt = torch.randn(1, 4, 5, 8, 8), torch.randn(1, 7, 16)
+    with torch.no_grad():
+        a = ref(x, torch.tensor([500.0]), txt).sample
+        b = ours(x, torch.full((5,), 500.0), ours.text_context(txt))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_rope_equals_diffusers_table_and_has_no_ceiling():
+    d = 12
+    table = WanRotaryPosEmbed(d, (1, 2, 2), 1024)
+    cos_ref, sin_ref = table(torch.zeros(1, 4, 5, 8, 8))  # (1, 5*4*4, 1, d)
+    cos, sin = FrameRope(d)(torch.arange(5), 4, 4, torch.device("cpu"))
+    x = torch.randn(1, 1, 80, d)
+    ref = x.clone()
+    x1, x2 = ref.unflatten(-1, (-1, 2)).unbind(-1)
+    c, s = cos_ref[0, :, 0, 0::2].float(), sin_ref[0, :, 0, 1::2].float()
+    ref = torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], -1).flatten(-2)
+    assert torch.allclose(apply_rope(x, cos, sin), ref, atol=1e-5)
+    # positions far past Wan's 1024-frame table: relative rotation is what matters
+    far = FrameRope(d)(torch.tensor([5000, 5003]), 1, 1, torch.device("cpu"))
+    near = FrameRope(d)(torch.tensor([0, 3]), 1, 1, torch.device("cpu"))
+    q, k = torch.randn(1, 1, 1, d), torch.randn(1, 1, 1, d)
+    score_far = (apply_rope(q, far[0][1:], far[1][1:]) * apply_rope(k, far[0][:1], far[1][:1])).sum()
+    score_near = (apply_rope(q, near[0][1:], near[1][1:]) * apply_rope(k, near[0][:1], near[1][:1])).sum()
+    assert torch.allclose(score_far, score_near, atol=1e-4)
+
+
+def test_per_frame_timesteps():
+    _, m = pair()
+    x, ctx = torch.randn(1, 4, 2, 8, 8), m.text_context(torch.randn(1, 7, 16))
+    alone = torch.eye(2, dtype=torch.bool)  # each frame attends to itself only
+    with torch.no_grad():
+        mixed = m(x, torch.tensor([900.0, 100.0]), ctx, frame_mask=alone)
+        a = m(x[:, :, :1], torch.tensor([900.0]), ctx)
+        b = m(x[:, :, 1:], torch.tensor([100.0]), ctx, frame_positions=torch.tensor([1]))
+    assert torch.allclose(mixed[:, :, :1], a, atol=1e-5)
+    assert torch.allclose(mixed[:, :, 1:], b, atol=1e-5)
+    assert not torch.allclose(mixed[:, :, :1], m(x[:, :, :1], torch.tensor([100.0]), ctx), atol=1e-3)
+
+
+def test_text_context_is_reused():
+    _, m = pair()
+    txt = torch.randn(1, 7, 16)
+    ctx = m.text_context(txt)
+    calls = []
+    hook = m.blocks[0].attn2.to_k.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(1, 4, 3, 8, 8)
+    with torch.no_grad():
+        m(x, torch.full((3,), 500.0), ctx)
+        m(x, torch.full((3,), 250.0), ctx)
+    hook.remove()
+    assert calls == []  # cross-attention keys are not recomputed per forward
