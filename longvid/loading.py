@@ -141,3 +141,111 @@ def _check_umt5_files(root: Path, model_dir: Path, tokenizer_dir: Path) -> None:
             f"no umT5 tokenizer (tokenizer.json) in {tokenizer_dir}: {_UMT5_DOWNLOAD_HINT}"
         )
 
+
+
+# ============================================================================================
+# Weight files: safe reading, clear errors
+# ============================================================================================
+# safetensors are read directly; pickled checkpoints (.pt/.pth/.bin) only with
+# torch.load(weights_only=True), which refuses to run code.
+
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a weight file -> (tensors, metadata). Errors name the file and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file not found: {path}. Check the path, or train/download it "
+                           "(see `longvid models` and docs/models.md)")
+    try:
+        if path.suffix in SAFE_SUFFIXES:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                return {k: f.get_tensor(k) for k in f.keys()}, meta
+        if path.suffix in PICKLE_SUFFIXES:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            if not isinstance(obj, dict):
+                raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+            return obj, {}
+    except WeightsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every reader failure becomes one clear message
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise WeightsError(f"cannot read weight file {path}: {reason}. The file is truncated, "
+                           "corrupt or not a checkpoint: download or convert it again") from None
+    raise WeightsError(f"{path}: unknown weight file type {path.suffix!r}; use .safetensors or .pt")
+
+
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `module`; missing / unexpected keys and wrong shapes are listed."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
+             if k in state and state[k].shape != v.shape]
+
+    def show(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {show(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {show(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shapes: {show(wrong)}")
+    if problems:
+        raise WeightsError(f"{source} does not match the model ({'; '.join(problems)}). "
+                           "Check that the config matches the checkpoint")
+    module.load_state_dict(state, strict=True)
+
+
+def save_safetensors(module_or_state, path: str | os.PathLike[str], metadata: dict | None = None) -> None:
+    """Write a state dict (contiguous, CPU) as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    state = module_or_state.state_dict() if hasattr(module_or_state, "state_dict") else module_or_state
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.replace(tmp, path)
+
+
+# ============================================================================================
+# The built-in model
+# ============================================================================================
+AUTOENCODER_CONFIG_KEY = "autoencoder_config"
+
+
+def save_autoencoder(autoencoder, path: str | os.PathLike[str]) -> None:
+    """Save the built-in autoencoder; its config travels in the file's metadata."""
+    from dataclasses import asdict
+
+    save_safetensors(autoencoder, path, {AUTOENCODER_CONFIG_KEY: json.dumps(asdict(autoencoder.cfg))})
+
+
+def load_autoencoder(path: str | os.PathLike[str], device: torch.device | str = "cpu"):
+    """Load the built-in `CausalAutoencoder` from a safetensors file written by `save_autoencoder`."""
+    from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
+
+    state, meta = read_state_dict(path)
+    if AUTOENCODER_CONFIG_KEY not in meta:
+        raise WeightsError(f"{path} has no {AUTOENCODER_CONFIG_KEY!r} metadata: it was not written by "
+                           "longvid's autoencoder training (scripts/train_autoencoder.py)")
+    raw = json.loads(meta[AUTOENCODER_CONFIG_KEY])
+    cfg = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    ae = CausalAutoencoder(cfg)
+    load_into(ae, state, str(path))
+    return ae.to(device).eval()
+
+
+def load_transformer_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a longvid transformer checkpoint (safetensors in diffusers' Wan naming)."""
+    state, _ = read_state_dict(path)
+    load_into(model, state, str(path))

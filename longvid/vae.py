@@ -11,6 +11,7 @@ T*F - (T-1) frames and every later block T*F.
 - `StreamingDecoder`: the interface (reset / decode) and the bookkeeping every decoder shares.
 - `WanStreamingDecoder`: a diffusers `AutoencoderKLWan`, driven latent frame by latent frame;
   bit-identical to `vae.decode` of the whole video.
+- `AutoencoderStreamingDecoder`: the built-in model's light causal autoencoder.
 - `LatentPreviewDecoder`: a fixed linear latent -> RGB map; a cheap preview and a test double.
 - `to_uint8`: decoder output -> uint8 RGB frames for the writers.
 """
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 from einops import einsum, rearrange, repeat
 from torch import Tensor
+
+from longvid.autoencoder import CausalAutoencoder
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKLWan
@@ -292,3 +295,24 @@ def to_uint8(video: Tensor) -> np.ndarray:
         raise ValueError(f"video must be (1, 3, F, H, W); got shape {tuple(video.shape)}")
     scaled = ((video[0].detach().float() + 1.0) * 127.5).round().clamp(0, 255)
     return rearrange(scaled.to(torch.uint8), "c f h w -> f h w c").cpu().numpy()
+
+
+class AutoencoderStreamingDecoder(StreamingDecoder):
+    """The built-in model's `CausalAutoencoder`, decoding block by block with its causal memory
+    carried across blocks (equal to decoding the whole latent video at once)."""
+
+    def __init__(self, autoencoder: CausalAutoencoder) -> None:
+        super().__init__(
+            temporal_factor=autoencoder.temporal_factor,
+            spatial_factor=autoencoder.spatial_factor,
+            latent_channels=autoencoder.cfg.latent_channels,
+        )
+        self.autoencoder = autoencoder.eval()
+        self._state: list = autoencoder.new_state("decoder")
+
+    def _reset_state(self) -> None:
+        self._state = self.autoencoder.new_state("decoder")
+
+    def _decode_block(self, latents: Tensor, first: bool) -> Tensor:
+        p = next(self.autoencoder.parameters())
+        return self.autoencoder.decode(latents.to(p.device, p.dtype), self._state, first)

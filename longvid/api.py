@@ -1,0 +1,133 @@
+"""The public Python API: build a pipeline from a config, stream frames.
+
+    import longvid
+    for frame in longvid.stream("a red ball bouncing on black", seconds=5):
+        ...  # frame.image is (H, W, 3) uint8
+
+Component construction lives here (config -> objects); weight files are opened by `loading`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from . import loading
+from .config import Config, load_config, resolve_path, validate
+from .errors import ConfigError
+from .frames import Frame
+from .model import build_transformer
+from .pipeline import StreamPipeline
+from .text import CachedTextEncoder, HashTextEncoder, HFTextEncoder
+from .timeline import Timeline, load_timeline, single
+from .vae import AutoencoderStreamingDecoder, LatentPreviewDecoder, WanStreamingDecoder
+
+DEFAULT_CONFIG = "longvid-shapes"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device is {name!r} but no CUDA GPU is available: use --set runtime.device=cpu")
+    return torch.device(name)
+
+
+def weights_status(config: Config) -> dict[str, str]:
+    """For each weight file the config names: 'present', 'missing' or 'random' (none named)."""
+    out = {}
+    for part in ("transformer", "vae", "text"):
+        p = getattr(config.weights, part)
+        out[part] = "random" if p is None else ("present" if resolve_path(p).exists() else "missing")
+    return out
+
+
+def _text_encoder(config: Config, device: torch.device):
+    tc = config.text
+    text_device = resolve_device(tc.device) if tc.device != "auto" else device
+    if tc.kind == "hash":
+        enc = HashTextEncoder(dim=config.model.text_dim, max_length=tc.max_length)
+    elif tc.kind == "minilm":
+        model, tok = loading.load_minilm(device=text_device)
+        enc = HFTextEncoder(model, tok, tc.max_length)
+    else:  # umt5
+        if config.weights.text is None:
+            raise ConfigError("text.kind 'umt5' needs weights.text: the directory holding umT5-XXL "
+                              "(see docs/models.md)")
+        dtype = torch.bfloat16 if text_device.type == "cuda" else torch.float32
+        model, tok = loading.load_umt5(resolve_path(config.weights.text), device=text_device, dtype=dtype)
+        enc = HFTextEncoder(model, tok, tc.max_length)
+    if enc.dim != config.model.text_dim:
+        raise ConfigError(f"text encoder gives {enc.dim}-dim embeddings but model.text_dim is "
+                          f"{config.model.text_dim}: fix one of them in the config")
+    return CachedTextEncoder(enc)
+
+
+def _decoder(config: Config, device: torch.device):
+    vc = config.vae
+    if vc.kind == "preview":
+        return LatentPreviewDecoder.default(vc.latent_channels, temporal_factor=vc.temporal_factor,
+                                            spatial_factor=vc.spatial_factor)
+    if config.weights.vae is None:
+        raise ConfigError(f"vae.kind {vc.kind!r} needs weights.vae (a weight file or directory)")
+    path = resolve_path(config.weights.vae)
+    if vc.kind == "builtin":
+        return AutoencoderStreamingDecoder(loading.load_autoencoder(path, device))
+    return WanStreamingDecoder(loading.load_wan_vae(path, device))
+
+
+def load_pipeline(config: Config | str = DEFAULT_CONFIG, overrides: Sequence[str] = (), *,
+                  allow_random: bool = False) -> StreamPipeline:
+    """Build the text encoder, transformer (with its weights) and decoder a config names.
+
+    `weights.transformer: null` in a config means random initialisation (for tests and for
+    trying the engine); a named file that is missing is an error unless `allow_random`.
+    """
+    if isinstance(config, str):
+        config = load_config(config, overrides)
+    validate(config)
+    rt = config.runtime
+    if rt.threads:
+        torch.set_num_threads(rt.threads)
+    device, dtype = resolve_device(rt.device), DTYPES[rt.dtype]
+    model = build_transformer(config.model, device, dtype)
+    model.attention_backend = rt.attention
+    if config.weights.transformer is not None:
+        path = resolve_path(config.weights.transformer)
+        if path.exists() or not allow_random:
+            loading.load_transformer_weights(model, path)
+        else:
+            warnings.warn(f"{path} not found: using random weights (the video will be noise)", stacklevel=2)
+    model.eval().requires_grad_(False)
+    if rt.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    return StreamPipeline(model, _text_encoder(config, device), _decoder(config, device), config)
+
+
+def make_timeline(config: Config, prompt: str | None = None, timeline: str | os.PathLike | Timeline | None = None,
+                  seconds: float | None = None, **jsonl) -> Timeline:
+    """A timeline from one prompt (needs `seconds`) or a YAML / JSONL file."""
+    fps, tf = config.video.fps, config.vae.temporal_factor
+    if isinstance(timeline, Timeline):
+        return timeline
+    if timeline is not None:
+        if prompt is not None:
+            raise ConfigError("give either a prompt or a timeline file, not both")
+        return load_timeline(Path(timeline), fps=fps, temporal_factor=tf, seconds=seconds, **jsonl)
+    if prompt is None:
+        raise ConfigError("give a prompt, or --timeline FILE")
+    return single(prompt, 10.0 if seconds is None else seconds, fps, tf)
+
+
+def stream(prompt: str | None = None, *, timeline: str | os.PathLike | Timeline | None = None,
+           seconds: float | None = None, seed: int = 0, config: Config | str = DEFAULT_CONFIG,
+           overrides: Sequence[str] = ()) -> Iterator[Frame]:
+    """Generate a video and yield its frames as they are made."""
+    pipe = load_pipeline(config, overrides)
+    tl = make_timeline(pipe.config, prompt, timeline, seconds)
+    yield from pipe.stream(tl, seed=seed)

@@ -1,0 +1,192 @@
+"""The built-in model's causal video autoencoder: 4x in time, 8x8 in space, like Wan's VAE.
+
+Wan's VAE takes seconds per block at 128x128 on a laptop CPU, so the built-in model has its own
+light one: per-frame 2D convolutions, with time entering only through
+
+- `Memory` blocks: a frame's features are mixed with the previous frame's (causal, one frame of
+  state; streaming carries that one frame from block to block), and
+- `TimePool` / `TimeGrow`: 4 consecutive frames <-> 1 latent frame, by channel stacking.
+
+Frame rule (Wan's): pixel frame p belongs to latent frame (p + 3) // 4. The encoder repeats the
+first frame 3 times in front, so latent 0 holds frame 0 only; the decoder drops the 3 repeated
+frames it makes for latent 0. A stream of T latent frames is 4T - 3 pixel frames.
+
+All state lives in a `list` the caller passes in (one entry per `Memory` block), so a streaming
+decoder is a loop over blocks with the same list, and decoding in blocks equals decoding at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    latent_channels: int = 8
+    temporal_factor: int = 4
+    encoder_channels: tuple[int, ...] = (16, 32, 48, 64)  # at 1, 1/2, 1/4, 1/8 resolution
+    decoder_channels: tuple[int, ...] = (64, 48, 24, 12)  # at 1/8, 1/4, 1/2, 1 resolution
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** (len(self.encoder_channels) - 1)
+
+
+def _conv(c_in: int, c_out: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2)
+
+
+class Memory(nn.Module):
+    """x_t + f([x_t, x_{t-1}]): a residual block that sees the previous frame (causal).
+
+    Input (B, T, C, H, W) plus the state: the last frame of the previous call (B, C, H, W) or
+    None at the start of a stream (the past is then zeros).
+    """
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.mix = _conv(2 * c, c)
+        self.out = _conv(c, c)
+
+    def forward(self, x: Tensor, state: list, idx: int) -> Tensor:
+        past = state[idx] if state[idx] is not None else torch.zeros_like(x[:, 0])
+        prev = torch.cat([past[:, None], x[:, :-1]], dim=1)
+        state[idx] = x[:, -1]
+        b = x.shape[0]
+        h = torch.cat([x, prev], dim=2).flatten(0, 1)
+        h = self.out(F.relu(self.mix(h)))
+        return F.relu(x + h.unflatten(0, (b, -1)))
+
+
+class TimePool(nn.Module):
+    """(B, T*s, C, H, W) -> (B, T, C, H, W): s frames stacked on channels, 1x1 conv."""
+
+    def __init__(self, c: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.proj = nn.Conv2d(c * stride, c, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        h = rearrange(x, "b (t s) c h w -> (b t) (s c) h w", s=self.stride)
+        return self.proj(h).unflatten(0, (b, -1))
+
+
+class TimeGrow(nn.Module):
+    """(B, T, C, H, W) -> (B, T*s, C, H, W): 1x1 conv to s*C channels, unstacked in time."""
+
+    def __init__(self, c: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.proj = nn.Conv2d(c, c * stride, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        h = self.proj(x.flatten(0, 1))
+        return rearrange(h, "(b t) (s c) h w -> b (t s) c h w", b=b, s=self.stride)
+
+
+def _per_frame(layer: nn.Module, x: Tensor) -> Tensor:
+    return layer(x.flatten(0, 1)).unflatten(0, (x.shape[0], -1))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: AutoencoderConfig) -> None:
+        super().__init__()
+        ch = cfg.encoder_channels
+        n_time = cfg.temporal_factor.bit_length() - 1  # halvings of time (2 for a factor of 4)
+        self.inp = _conv(3, ch[0])
+        self.memory = nn.ModuleList([Memory(c) for c in ch])
+        self.down = nn.ModuleList([_conv(a, b, stride=2) for a, b in zip(ch, ch[1:])])
+        # time is pooled by 2 after the first `n_time` downsamplings
+        self.pool = nn.ModuleList([TimePool(c, 2) for c in ch[1 : 1 + n_time]])
+        self.out = _conv(ch[-1], cfg.latent_channels)
+
+    def forward(self, x: Tensor, state: list) -> Tensor:
+        """(B, T*4, 3, H, W) in [-1, 1] -> (B, T, C_lat, H/8, W/8)."""
+        h = F.relu(_per_frame(self.inp, x))
+        for i, mem in enumerate(self.memory):
+            h = mem(h, state, i)
+            if i < len(self.down):
+                h = F.relu(_per_frame(self.down[i], h))
+                if i < len(self.pool):
+                    h = self.pool[i](h)
+        return _per_frame(self.out, h)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: AutoencoderConfig) -> None:
+        super().__init__()
+        ch = cfg.decoder_channels
+        n_time = cfg.temporal_factor.bit_length() - 1
+        self.inp = _conv(cfg.latent_channels, ch[0])
+        self.memory = nn.ModuleList([Memory(c) for c in ch[:-1]])
+        self.grow = nn.ModuleList([TimeGrow(c, 2) for c in ch[:n_time]])
+        self.up = nn.ModuleList([_conv(a, b) for a, b in zip(ch, ch[1:])])
+        self.out = _conv(ch[-1], 3)
+
+    def forward(self, z: Tensor, state: list) -> Tensor:
+        """(B, T, C_lat, h, w) -> (B, T*4, 3, 8h, 8w), before dropping the first frames."""
+        h = F.relu(_per_frame(self.inp, z))
+        for i, mem in enumerate(self.memory):
+            h = mem(h, state, i)
+            if i < len(self.grow):
+                h = self.grow[i](h)
+            h = F.interpolate(h.flatten(0, 1), scale_factor=2.0, mode="nearest")
+            h = F.relu(self.up[i](h)).unflatten(0, (z.shape[0], -1))
+        return torch.tanh(_per_frame(self.out, h))
+
+
+class CausalAutoencoder(nn.Module):
+    """Encoder + decoder, with latent normalisation (per-channel mean/std) as buffers."""
+
+    def __init__(self, cfg: AutoencoderConfig = AutoencoderConfig()) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.register_buffer("latents_mean", torch.zeros(cfg.latent_channels))
+        self.register_buffer("latents_std", torch.ones(cfg.latent_channels))
+
+    @property
+    def temporal_factor(self) -> int:
+        return self.cfg.temporal_factor
+
+    @property
+    def spatial_factor(self) -> int:
+        return self.cfg.spatial_factor
+
+    def new_state(self, part: str) -> list:
+        return [None] * len(getattr(self, part).memory)
+
+    def _norm(self, z: Tensor) -> Tensor:
+        return (z - self.latents_mean[:, None, None]) / self.latents_std[:, None, None]
+
+    def _denorm(self, z: Tensor) -> Tensor:
+        return z * self.latents_std[:, None, None] + self.latents_mean[:, None, None]
+
+    def encode(self, video: Tensor, state: list | None = None, first: bool = True) -> Tensor:
+        """(B, 3, F, H, W) in [-1, 1], F = 4T-3 when `first` (else 4T) -> normalised latents
+        (B, C, T, H/8, W/8)."""
+        x = rearrange(video, "b c f h w -> b f c h w")
+        if first:
+            pad = self.temporal_factor - 1
+            x = torch.cat([x[:, :1].expand(-1, pad, -1, -1, -1), x], dim=1)
+        state = state if state is not None else self.new_state("encoder")
+        z = self.encoder(x, state)
+        return rearrange(self._norm(z), "b t c h w -> b c t h w")
+
+    def decode(self, latents: Tensor, state: list | None = None, first: bool = True) -> Tensor:
+        """Normalised latents (B, C, T, h, w) -> video (B, 3, F, H, W) in [-1, 1]; F = 4T-3 if
+        `first` (the stream's start) else 4T. `state` carries the causal memory across calls."""
+        z = self._denorm(rearrange(latents, "b c t h w -> b t c h w"))
+        state = state if state is not None else self.new_state("decoder")
+        x = self.decoder(z, state)
+        if first:
+            x = x[:, self.temporal_factor - 1 :]
+        return rearrange(x, "b f c h w -> b c f h w")
