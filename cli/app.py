@@ -1,0 +1,412 @@
+"""The `longvid` command line: parse, load, call the library, report.
+
+Everything that makes video lives in `longvid`; this module turns options into library calls,
+builds the writers, shows progress and prints what happened. A `LongvidError` (bad config,
+timeline, weights or output path) is printed as one `error: ...` line with exit status 2.
+"""
+
+import contextlib
+import importlib.metadata
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import torch
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn,
+)
+from rich.table import Column, Table
+from rich.text import Text
+
+from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline, weights_status
+from longvid.config import available_configs, config_dir, config_to_dict, load_config
+from longvid.errors import LongvidError, OutputError, TimelineError
+from longvid.frames import Frame
+from longvid.writers import ManifestWriter, Mp4Writer, PngWriter, write_stream
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+PNG_GLOB = "frame_*.png"  # the names PngWriter writes (writers.PNG_NAME)
+PROMPT_WIDTH = 26  # columns of the active prompt in the progress bar
+
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow; indented lines stay as code
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # a bug's traceback must not dump tensors
+)
+
+
+# --- options shared by every command that loads a config -------------------------------------
+
+ConfigOption = Annotated[str, typer.Option(
+    "--config", "-c", metavar="NAME|PATH",
+    help="Config name (see `longvid models`) or path to a .yaml config.")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set video.height=256 (repeatable).")]
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _fail(message: str) -> NoReturn:
+    """Print one `error:` line on stderr and exit with status 2."""
+    typer.echo(f"error: {message}".replace("\n", " "), err=True)
+    raise typer.Exit(EXIT_USER_ERROR)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn a LongvidError (the user's input is wrong) into one line and exit status 2."""
+    try:
+        yield
+    except LongvidError as error:
+        _fail(str(error))
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _interactive() -> bool:
+    """A live progress bar only for a person at a terminal: never in CI or when piped."""
+    return not _in_ci() and sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def _version() -> str:
+    """The installed distribution's version (robust to how the package was installed)."""
+    return importlib.metadata.version("longvid")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"longvid {_version()} (torch {torch.__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version_callback, is_eager=True,
+        help="Show the longvid and torch versions and exit.")] = False,
+) -> None:
+    """Stream long AI-generated video, chunk by chunk, while the prompt changes."""
+
+
+# --- generate --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where one run writes: the MP4, its JSON manifest, optionally a PNG per frame."""
+
+    video: Path
+    manifest: Path
+    png_dir: Optional[Path]
+
+    @classmethod
+    def prepare(cls, out: Path, manifest: Optional[Path], png_dir: Optional[Path],
+                overwrite: bool) -> "Outputs":
+        """Resolve the paths and refuse to clobber anything unless `overwrite` (checked before
+        any model is loaded, so a wrong path fails in a second). With `overwrite`, old frame
+        PNGs are removed so the directory matches the new video."""
+        outputs = cls(out.resolve(), (manifest or out.with_suffix(".json")).resolve(),
+                      png_dir.resolve() if png_dir else None)
+        if outputs.manifest == outputs.video:
+            raise OutputError(f"the manifest and the video are both {out}; "
+                              "give the video an .mp4 name or pass --manifest PATH")
+        for what, path in (("video", outputs.video), ("manifest", outputs.manifest)):
+            if not path.parent.is_dir():
+                raise OutputError(f"cannot write the {what} {path}: directory {path.parent} does "
+                                  f"not exist; create it (mkdir -p {path.parent}) or choose another path")
+            if path.is_dir():
+                raise OutputError(f"the {what} path {path} is a directory; give a file name")
+            if path.exists() and not overwrite:
+                raise OutputError(f"{path} already exists; pass --overwrite to replace it, "
+                                  "or choose another path")
+        if outputs.png_dir is not None and outputs.png_dir.is_dir():
+            old = sorted(outputs.png_dir.glob(PNG_GLOB))
+            if old and not overwrite:
+                raise OutputError(f"{outputs.png_dir} already holds {len(old)} frame PNGs; pass "
+                                  "--overwrite to replace them, or choose another --png-dir")
+            for path in old:  # --overwrite: no stale frames from a longer earlier run
+                path.unlink()
+        return outputs
+
+    def describe(self) -> list[tuple[str, Path]]:
+        rows = [("video", self.video), ("manifest", self.manifest)]
+        return rows + ([("png", self.png_dir)] if self.png_dir else [])
+
+
+class _FpsColumn(ProgressColumn):
+    """Frames per second, from rich's own moving estimate."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:5.1f} fps", style="progress.data.speed")
+
+
+class FrameTracker:
+    """Sits between the pipeline and the writers: counts frames, times the writers, and shows
+    progress (a live bar at a terminal; a line per prompt switch otherwise)."""
+
+    def __init__(self, total: int, progress: Optional[Progress], plain: bool) -> None:
+        self.total = total
+        self.frames = 0
+        self.write_s = 0.0  # time the writers (encoding, PNG, manifest) held the stream
+        self.size: Optional[tuple[int, int]] = None  # (width, height)
+        self._progress = progress
+        self._task = progress.add_task("", total=total) if progress else None
+        self._plain = plain
+
+    def wrap(self, frames: Iterable[Frame]) -> Iterator[Frame]:
+        prompt_index = None
+        try:
+            for frame in frames:
+                if frame.prompt_index != prompt_index:
+                    prompt_index = frame.prompt_index
+                    self._show_prompt(frame)
+                self.frames += 1
+                self.size = self.size or (frame.width, frame.height)
+                if self._progress is not None:
+                    self._progress.update(self._task, completed=self.frames)
+                t0 = time.perf_counter()
+                yield frame
+                self.write_s += time.perf_counter() - t0
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    def _show_prompt(self, frame: Frame) -> None:
+        text = frame.prompt
+        if self._progress is not None:
+            self._progress.update(self._task, description=text)
+        elif self._plain and frame.index > 0:
+            typer.echo(f"frame {frame.index}: prompt {frame.prompt_index}: {text}", err=True)
+
+
+def _progress_bar() -> Progress:
+    """prompt | bar | frames done/total | fps | ETA, fitting an 80-column terminal."""
+    prompt = TextColumn("{task.description}", style="bold", markup=False,
+                        table_column=Column(width=PROMPT_WIDTH, no_wrap=True, overflow="ellipsis"))
+    return Progress(
+        prompt, BarColumn(bar_width=20), MofNCompleteColumn(), _FpsColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+    )
+
+
+def _jsonl_options(timeline: Optional[Path], line: Optional[int],
+                   switch_frames: Optional[str]) -> dict:
+    """--line / --switch-frames as load_timeline keywords (they only apply to a timeline file)."""
+    if timeline is None and (line is not None or switch_frames is not None):
+        raise TimelineError("--line and --switch-frames apply to a JSONL --timeline FILE")
+    options: dict = {}
+    if line is not None:
+        options["line"] = line
+    if switch_frames is not None:
+        try:
+            options["switch_frames"] = [int(f) for f in switch_frames.split(",") if f.strip()]
+        except ValueError:
+            raise TimelineError(f"--switch-frames {switch_frames!r} must be latent frame numbers "
+                                "separated by commas, e.g. 40,80") from None
+    return options
+
+
+def _load(config, random_weights: bool):
+    """load_pipeline, showing its warnings (random weights) as visible `warning:` lines."""
+    missing = [part for part, state in weights_status(config).items() if state == "missing"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            pipeline = load_pipeline(config, allow_random=random_weights)
+        except LongvidError as error:
+            hint = ("; or pass --random-weights to try the engine without them"
+                    if "transformer" in missing and not random_weights else "")
+            _fail(f"{error}{hint}")
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
+    return pipeline
+
+
+def _open_writers(outputs: Outputs, fps: int, info: dict, timings) -> list:
+    """MP4 always, PNG if asked, manifest always; if one cannot open, close those that did."""
+    writers: list = []
+    try:
+        writers.append(Mp4Writer(outputs.video, fps))
+        if outputs.png_dir is not None:
+            writers.append(PngWriter(outputs.png_dir))
+        writers.append(ManifestWriter(outputs.manifest, info, timings))
+    except BaseException as error:
+        for writer in writers:
+            writer.close(error)
+        raise
+    return writers
+
+
+def _saved(tracker: FrameTracker, outputs: Outputs) -> str:
+    return f"kept {tracker.frames} frame(s) in {outputs.video} (manifest {outputs.manifest})"
+
+
+def _summary(tracker: FrameTracker, fps: int, wall_s: float, timings: dict,
+             outputs: Outputs) -> None:
+    width, height = tracker.size or (0, 0)
+    rate = tracker.frames / wall_s if wall_s > 0 else 0.0
+    typer.echo(f"wrote {tracker.frames} frames ({tracker.frames / fps:.2f} s of video, "
+               f"{width}x{height} @ {fps} fps) in {wall_s:.2f} s: {rate:.1f} frames/s")
+    stages = [f"{key[:-2]} {value:.2f} s" for key, value in timings.items() if key.endswith("_s")]
+    typer.echo("  time: " + ", ".join(stages))
+    typer.echo(f"  {timings.get('blocks', 0)} blocks, {timings.get('forwards', 0)} forwards, "
+               f"{timings.get('recaches', 0)} recaches")
+    for what, path in outputs.describe():
+        typer.echo(f"  {what + ':':10s}{path}")
+
+
+@app.command()
+def generate(
+    prompt: Annotated[Optional[str], typer.Argument(
+        help="What the video shows (or use --timeline).", show_default=False)] = None,
+    seconds: Annotated[Optional[float], typer.Option(
+        help="Video length in seconds (default: 10, or the timeline file's own).",
+        show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output MP4 file.")] = Path("out.mp4"),
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same video.")] = 0,
+    timeline: Annotated[Optional[Path], typer.Option(
+        help="Prompt timeline: a .yaml file or a LongLive .jsonl file.", show_default=False)] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: SetOption = None,
+    png_dir: Annotated[Optional[Path], typer.Option(
+        help="Also write every frame as a PNG into this directory.", show_default=False)] = None,
+    manifest: Annotated[Optional[Path], typer.Option(
+        help="Run manifest (JSON) (default: beside the video, out.json for out.mp4).",
+        show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    line: Annotated[Optional[int], typer.Option(
+        help="Which video of a JSONL timeline, 0-based (default: 0).", show_default=False)] = None,
+    switch_frames: Annotated[Optional[str], typer.Option(
+        metavar="F1,F2", help="JSONL switch points in latent frames, e.g. 40,80.",
+        show_default=False)] = None,
+    random_weights: Annotated[bool, typer.Option(
+        "--random-weights",
+        help="If the config's transformer weights are missing, use random ones (noise video).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
+) -> None:
+    """Generate a video from PROMPT or a --timeline of prompts, streaming it to an MP4.
+
+    Frames are written as they are made: an MP4 (readable even if the run is cut short), a JSON
+    manifest of the run beside it and, with --png-dir, one PNG per frame.
+
+    Examples:
+
+        longvid generate "a red ball bouncing on black" --seconds 10 --out ball.mp4
+
+        longvid generate --timeline prompts/example.yaml --out story.mp4
+
+        longvid generate --timeline prompts/example.jsonl --line 1 --seconds 30
+    """
+    interactive, plain = _interactive(), not quiet
+    tracker = None
+    try:
+        with _user_errors():
+            cfg = load_config(config, overrides or ())
+            tl = make_timeline(cfg, prompt, timeline, seconds,
+                               **_jsonl_options(timeline, line, switch_frames))
+            outputs = Outputs.prepare(out, manifest, png_dir, overwrite)
+        t0 = time.perf_counter()
+        pipeline = _load(cfg, random_weights)
+        load_s = time.perf_counter() - t0
+
+        fps = cfg.video.fps
+        total = max(1, round(tl.seconds * fps))  # where pipeline.stream stops (no public count yet)
+        info = {
+            "config": config_to_dict(cfg),
+            "seed": seed,
+            "timeline": tl.to_dict(),
+            "outputs": {what: str(path) for what, path in outputs.describe()},
+            "weights": weights_status(cfg),
+            "random_weights_allowed": random_weights,
+            "versions": {"longvid": _version(), "torch": torch.__version__},
+            "device": str(pipeline.device),
+        }
+
+        def timings() -> dict:
+            return {**pipeline.stats.as_dict(), "load_s": round(load_s, 4),
+                    "write_s": round(tracker.write_s, 4)}
+
+        if plain and not interactive:
+            typer.echo(f"generating {total} frames ({tl.seconds:g} s at {fps} fps, "
+                       f"{len(tl.prompts)} prompt(s)) with {cfg.name}, seed {seed} -> {outputs.video}",
+                       err=True)
+        with (_progress_bar() if plain and interactive else contextlib.nullcontext()) as progress:
+            tracker = FrameTracker(total, progress, plain)
+            with _user_errors():
+                writers = _open_writers(outputs, fps, info, timings)
+            t0 = time.perf_counter()
+            try:
+                write_stream(tracker.wrap(pipeline.stream(tl, seed=seed)), writers)
+            except LongvidError as error:
+                _fail(f"{error} ({_saved(tracker, outputs)})")
+            wall_s = time.perf_counter() - t0
+    except KeyboardInterrupt:
+        if tracker is not None and tracker.frames > 0:
+            typer.echo(f"interrupted: {_saved(tracker, outputs)}", err=True)
+        else:
+            typer.echo("interrupted before any frame was made", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if plain:
+        _summary(tracker, fps, wall_s, timings(), outputs)
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def _weights_summary(status: dict[str, str]) -> str:
+    missing = [part for part, state in status.items() if state == "missing"]
+    if missing:
+        return "missing: " + ", ".join(missing)
+    if all(state == "random" for state in status.values()):
+        return "none (random init)"
+    return "present"
+
+
+@app.command()
+def models() -> None:
+    """List the known configs: description, video size, and whether their weight files are
+    present. Use a name with `longvid generate --config NAME`."""
+    table = Table(caption=f"configs in {config_dir()}; * = default", box=box.SIMPLE_HEAD)
+    table.add_column("config", no_wrap=True, style="bold")
+    table.add_column("video", no_wrap=True)
+    table.add_column("weights")
+    table.add_column("description", ratio=1)
+    for name in available_configs():
+        label = name + (" *" if name == DEFAULT_CONFIG else "")
+        try:
+            cfg = load_config(name)
+        except LongvidError as error:
+            table.add_row(label, "", Text("invalid", style="red"), Text(str(error)))
+            continue
+        v = cfg.video
+        status = _weights_summary(weights_status(cfg))
+        style = "red" if status.startswith("missing") else "green"
+        table.add_row(label, f"{v.width}x{v.height} @ {v.fps} fps", Text(status, style=style),
+                      Text(cfg.description))
+    if not table.rows:
+        typer.echo(f"no configs found in {config_dir()}")
+        return
+    Console().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
