@@ -101,11 +101,19 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 @dataclass
 class TextContext:
-    """A prompt, ready for cross-attention: the encoder's embeddings (B, L, text_dim) and, per
-    layer, the projected keys/values (B, H, L, D). Computed once per prompt."""
+    """A prompt, ready for cross-attention: the encoder's embeddings (N, L, text_dim) and, per
+    layer, the projected keys/values (N, H, L, D). Computed once per prompt.
+
+    `frame_index` (B*F,) optionally gives each latent frame its own prompt (row of kv): used in
+    training, where the frames of one sequence were captioned differently.
+    """
 
     embeds: torch.Tensor
     kv: list[tuple[torch.Tensor, torch.Tensor]]
+    frame_index: torch.Tensor | None = None
+
+    def per_frame(self, frame_index: torch.Tensor) -> TextContext:
+        return TextContext(self.embeds, self.kv, frame_index)
 
 
 @dataclass
@@ -161,13 +169,18 @@ class CachedCrossAttention:
     def __call__(self, attn, hidden_states, encoder_hidden_states: _ForwardState = None,
                  attention_mask=None, rotary_emb=None, **kwargs):
         s = encoder_hidden_states
-        q = _split_heads(attn.norm_q(attn.to_q(hidden_states)), s.batch, attn.heads)
+        q = attn.norm_q(attn.to_q(hidden_states))  # (B*F, T, H*D)
         k, v = s.text.kv[self.layer]
-        if k.shape[0] != s.batch:
-            k, v = k.expand(s.batch, -1, -1, -1), v.expand(s.batch, -1, -1, -1)
-        out = attend(q, k, v, None, s.backend)
-        out = _merge_heads(out.type_as(hidden_states), s.frames)
-        return attn.to_out[1](attn.to_out[0](out))
+        if s.text.frame_index is not None:  # every frame its own prompt
+            q = rearrange(q, "n t (h d) -> n h t d", h=attn.heads)
+            idx = s.text.frame_index.to(k.device)
+            out = rearrange(attend(q, k[idx], v[idx], None, s.backend), "n h t d -> n t (h d)")
+        else:
+            q = _split_heads(q, s.batch, attn.heads)
+            if k.shape[0] != s.batch:
+                k, v = k.expand(s.batch, -1, -1, -1), v.expand(s.batch, -1, -1, -1)
+            out = _merge_heads(attend(q, k, v, None, s.backend), s.frames)
+        return attn.to_out[1](attn.to_out[0](out.type_as(hidden_states)))
 
 
 # ----------------------------------------------------------------------------------- model
@@ -232,7 +245,7 @@ class CausalWanTransformer(WanTransformer3DModel):
         hidden_states: (B, C, F, H, W) noisy latents; timestep: (B, F) or (F,) per frame.
         With `cache` and `plan` (from `cache.plan`): attend to the cache, write this chunk's
         keys/values into it. Without: attend within the chunk, with `frame_positions` (F,)
-        (default 0..F-1) and an optional frame-level `frame_mask` (F, F).
+        (default 0..F-1) and an optional frame-level `frame_mask`, (F, F) or per sample (B, F, F).
         Returns the flow (B, C_out, F, H, W).
         """
         B, _, nf, H, W = hidden_states.shape
@@ -257,8 +270,10 @@ class CausalWanTransformer(WanTransformer3DModel):
                 return k, v
 
         mask = None
-        if fmask is not None:
-            mask = fmask.to(device).repeat_interleave(T, 0).repeat_interleave(T, 1)
+        if fmask is not None:  # frame level -> token level; a per-sample mask broadcasts over heads
+            mask = fmask.to(device).repeat_interleave(T, -2).repeat_interleave(T, -1)
+            if mask.ndim == 3:
+                mask = mask[:, None]
         state = _ForwardState(
             batch=B, frames=nf, text=text, kv=kv,
             rope_q=self.frame_rope(q_pos, gh, gw, device),

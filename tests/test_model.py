@@ -76,3 +76,24 @@ def test_text_context_is_reused():
         m(x, torch.full((3,), 250.0), ctx)
     hook.remove()
     assert calls == []  # cross-attention keys are not recomputed per forward
+
+
+def test_per_frame_prompts_and_per_sample_masks():
+    """Training batches mix prompts within a sequence and masks across samples."""
+    _, m = pair()
+    a, b = torch.randn(1, 7, 16), torch.randn(1, 7, 16)
+    both = m.text_context(torch.cat([a, b]))
+    x = torch.randn(2, 4, 3, 8, 8)
+    t = torch.tensor([[900.0, 500.0, 0.0], [100.0, 100.0, 700.0]])
+    causal = torch.tril(torch.ones(3, 3, dtype=torch.bool))
+    masks = torch.stack([causal, torch.eye(3, dtype=torch.bool)])  # sample 1: frames alone
+    index = torch.tensor([0, 0, 1, 1, 0, 1])  # (B*F,): sample 0 frames A A B, sample 1 B A B
+    with torch.no_grad():
+        mixed = m(x, t, both.per_frame(index), frame_mask=masks)
+        # sample 0, frames 0-1 under A only see frames 0-1 (causal): equal to a 2-frame forward
+        ref = m(x[:1, :, :2], t[:1, :2], m.text_context(a), frame_mask=causal[:2, :2])
+        alone_b = m(x[1:, :, :1], t[1:, :1], m.text_context(b))
+        alone_a = m(x[1:, :, 1:2], t[1:, 1:2], m.text_context(a), frame_positions=torch.tensor([1]))
+    assert torch.allclose(mixed[:1, :, :2], ref, atol=1e-5)
+    assert torch.allclose(mixed[1:, :, :1], alone_b, atol=1e-5)  # frame 0 of sample 1: prompt B
+    assert torch.allclose(mixed[1:, :, 1:2], alone_a, atol=1e-5)  # frame 1: prompt A

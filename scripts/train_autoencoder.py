@@ -1,0 +1,116 @@
+"""Stage 1 of the built-in model: the causal video autoencoder, trained on the shapes world.
+
+    python scripts/train_autoencoder.py                 # train (resumes if interrupted)
+    python scripts/train_autoencoder.py --export-only   # write the safetensors from the checkpoint
+
+Clips are rendered on the fly (longvid.world). Most steps train on random crops (the network is
+fully convolutional, so crops teach it the same thing 4x cheaper), the last ones on full frames.
+Latents get a little noise during training so the decoder tolerates a generator's imperfect
+latents. At the end the per-channel latent mean/std are measured and stored in the model, so the
+generator works with unit-scale latents. Output: longvid/weights/shapes/autoencoder.safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainutil import REPO, Run, to_model_range
+
+from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
+from longvid.loading import save_autoencoder
+from longvid.world import random_spec, make_clip, sample_switching_clip
+
+
+def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int) -> torch.Tensor:
+    clips = []
+    for _ in range(batch):
+        if rng.random() < 0.5:
+            clip = sample_switching_clip(rng, frames, 1, size=size, min_segment_frames=2).frames
+        else:
+            clip, _ = make_clip(random_spec(rng), frames, rng, size)
+        if crop < size:
+            y, x = rng.integers(0, size - crop + 1, size=2)
+            clip = clip[:, y : y + crop, x : x + crop]
+        clips.append(clip)
+    return to_model_range(np.stack(clips))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default=str(REPO / "runs" / "autoencoder"))
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--full-steps", type=int, default=400, help="final steps on full 128x128 frames")
+    ap.add_argument("--batch", type=int, default=6)
+    ap.add_argument("--frames", type=int, default=9, help="pixel frames per clip (4T-3)")
+    ap.add_argument("--crop", type=int, default=64)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--latent-noise", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"))
+    ap.add_argument("--export-only", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    run = Run(args.run, ["loss", "l1", "mse", "lr"])
+    ae = CausalAutoencoder(AutoencoderConfig())
+    opt = torch.optim.AdamW(ae.parameters(), lr=args.lr, weight_decay=1e-4)
+    start = run.resume(model=ae, opt=opt)
+    rng = np.random.default_rng([args.seed, start])  # fresh but reproducible stream after resume
+    total = args.steps
+
+    def lr_at(step: int) -> float:  # warm-up then cosine
+        warm = 100
+        if step < warm:
+            return args.lr * (step + 1) / warm
+        p = (step - warm) / max(1, total - warm)
+        return args.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * p)))
+
+    ae.train()
+    for step in range(start, 0 if args.export_only else total):
+        full = step >= total - args.full_steps
+        batch = args.batch // 2 if full else args.batch
+        x = sample_batch(rng, batch, args.frames, args.size, args.size if full else args.crop)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        z = ae.encode(x)
+        z = z + args.latent_noise * z.detach().std() * torch.randn_like(z)
+        y = ae.decode(z)
+        l1, mse = F.l1_loss(y, x), F.mse_loss(y, x)
+        loss = l1 + mse + 1e-4 * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        opt.step()
+        if step % 10 == 0:
+            run.record(step, loss=loss.item(), l1=l1.item(), mse=mse.item(), lr=lr_at(step))
+        if step % 50 == 0:
+            run.log(f"step {step}/{total} loss {loss.item():.4f} l1 {l1.item():.4f} "
+                    f"{'full' if full else 'crop'} {run.elapsed / 60:.1f} min")
+        if (step + 1) % 100 == 0 or step + 1 == total:
+            run.save(step + 1, model=ae, opt=opt)
+
+    # Latent statistics over fresh full-size clips -> unit-scale latents for the generator.
+    ae.eval()
+    with torch.no_grad():
+        ae.latents_mean.zero_()
+        ae.latents_std.fill_(1.0)
+        zs = torch.cat([ae.encode(sample_batch(rng, 4, 13, args.size, args.size)) for _ in range(8)], dim=0)
+        zs = zs.transpose(0, 1).flatten(1)
+        ae.latents_mean.copy_(zs.mean(1))
+        ae.latents_std.copy_(zs.std(1).clamp_min(1e-3))
+        x = sample_batch(rng, 4, 13, args.size, args.size)
+        err = (ae.decode(ae.encode(x)) - x).abs().mean().item()
+    save_autoencoder(ae, args.out)
+    run.log(f"exported {args.out}: latent mean {ae.latents_mean.tolist()} std {ae.latents_std.tolist()}; "
+            f"held-out L1 {err:.4f} ({err * 127.5:.2f} grey levels)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Shared by the training scripts: resumable checkpoints, loss logs, progress. Never imported by
+the library."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+class Run:
+    """A training run directory: `ckpt.pt` (model, optimiser, step, RNG), `loss.csv`, `log.txt`.
+
+    Checkpoints are written atomically, so an interrupted run resumes from the last one."""
+
+    def __init__(self, directory: str | Path, fields: list[str]) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt = self.dir / "ckpt.pt"
+        self.fields = ["step", "elapsed_s"] + fields
+        self.loss_path = self.dir / "loss.csv"
+        self.t0 = time.time()
+        self.elapsed_before = 0.0
+
+    def log(self, msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with open(self.dir / "log.txt", "a") as f:
+            f.write(line + "\n")
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.t0
+
+    def record(self, step: int, **values: float) -> None:
+        new = not self.loss_path.exists()
+        with open(self.loss_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields)
+            if new:
+                w.writeheader()
+            w.writerow({"step": step, "elapsed_s": round(self.elapsed, 1),
+                        **{k: f"{v:.6g}" for k, v in values.items()}})
+
+    def save(self, step: int, **objects) -> None:
+        state = {"step": step, "elapsed_s": self.elapsed,
+                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                         "python": random.getstate()}}
+        for name, obj in objects.items():
+            state[name] = obj.state_dict() if hasattr(obj, "state_dict") else obj
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt)
+
+    def resume(self, **objects) -> int:
+        """Load the last checkpoint into `objects` (things with load_state_dict); returns the
+        step to continue from (0 if none)."""
+        if not self.ckpt.exists():
+            return 0
+        state = torch.load(self.ckpt, map_location="cpu", weights_only=False)  # our own file
+        for name, obj in objects.items():
+            if name in state and hasattr(obj, "load_state_dict"):
+                obj.load_state_dict(state[name])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self.elapsed_before = state.get("elapsed_s", 0.0)
+        self.log(f"resumed from step {state['step']} ({self.elapsed_before / 60:.1f} min trained)")
+        return int(state["step"])
+
+    def extra(self, name: str):
+        if not self.ckpt.exists():
+            return None
+        return torch.load(self.ckpt, map_location="cpu", weights_only=False).get(name)
+
+
+def to_model_range(frames: np.ndarray) -> torch.Tensor:
+    """(B, F, H, W, 3) uint8 -> (B, 3, F, H, W) float in [-1, 1]."""
+    x = torch.from_numpy(frames).float().div_(127.5).sub_(1.0)
+    return x.permute(0, 4, 1, 2, 3).contiguous()
