@@ -325,7 +325,7 @@ def generate(
         load_s = time.perf_counter() - t0
 
         fps = cfg.video.fps
-        total = max(1, round(tl.seconds * fps))  # where pipeline.stream stops (no public count yet)
+        total = tl.num_pixel_frames
         info = {
             "config": config_to_dict(cfg),
             "seed": seed,

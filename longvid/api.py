@@ -68,14 +68,18 @@ def _text_encoder(config: Config, device: torch.device):
     return CachedTextEncoder(enc)
 
 
-def _decoder(config: Config, device: torch.device):
+def _decoder(config: Config, device: torch.device, allow_random: bool = False):
     vc = config.vae
+    preview = LatentPreviewDecoder.default(vc.latent_channels, temporal_factor=vc.temporal_factor,
+                                           spatial_factor=vc.spatial_factor)
     if vc.kind == "preview":
-        return LatentPreviewDecoder.default(vc.latent_channels, temporal_factor=vc.temporal_factor,
-                                            spatial_factor=vc.spatial_factor)
+        return preview
     if config.weights.vae is None:
         raise ConfigError(f"vae.kind {vc.kind!r} needs weights.vae (a weight file or directory)")
     path = resolve_path(config.weights.vae)
+    if allow_random and not path.exists():
+        warnings.warn(f"{path} not found: decoding with the latent preview decoder", stacklevel=3)
+        return preview
     if vc.kind == "builtin":
         return AutoencoderStreamingDecoder(loading.load_autoencoder(path, device))
     return WanStreamingDecoder(loading.load_wan_vae(path, device))
@@ -106,7 +110,8 @@ def load_pipeline(config: Config | str = DEFAULT_CONFIG, overrides: Sequence[str
     model.eval().requires_grad_(False)
     if rt.compile:
         model = torch.compile(model)  # type: ignore[assignment]
-    return StreamPipeline(model, _text_encoder(config, device), _decoder(config, device), config)
+    decoder = _decoder(config, device, allow_random)
+    return StreamPipeline(model, _text_encoder(config, device), decoder, config)
 
 
 def make_timeline(config: Config, prompt: str | None = None, timeline: str | os.PathLike | Timeline | None = None,

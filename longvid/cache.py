@@ -224,18 +224,18 @@ class KVCache:
         self._max_slot_used = 0
 
 
-def dense_mask(num_frames: int, block_frames: int, sink_frames: int, window_frames: int,
+def frame_mask(frames: torch.Tensor, block_frames: int, sink_frames: int, window_frames: int,
                in_flight_from: int | None = None) -> torch.Tensor:
-    """(F, F) frame-level mask of a full-sequence forward that reproduces cached generation.
+    """(F, F) mask of a forward without a cache over the stream frames `frames` (sorted indices,
+    any subset): True where frame `frames[q]` may attend to frame `frames[k]`.
 
     A committed frame q (in block b) saw, when its block was committed: its own block, the sink
     frames, and the `window_frames` frames before its block. Frames from `in_flight_from` on are
     being denoised together: they see the committed sink and window before `in_flight_from`, and
     frames in flight in blocks up to their own. Under this mask a single uncached forward equals
-    cached generation (absolute positions, no EMA); with `in_flight_from=None` it is also the
-    attention pattern the built-in model is trained with.
+    cached generation (absolute positions, no EMA), and training sees what inference sees.
     """
-    f = torch.arange(num_frames)
+    f = frames.to(torch.long)
     q_start = ((f // block_frames) * block_frames)[:, None]  # first frame of each query's block
     if in_flight_from is not None:
         q_start = torch.where(f[:, None] >= in_flight_from, torch.tensor(in_flight_from), q_start)
@@ -245,3 +245,9 @@ def dense_mask(num_frames: int, block_frames: int, sink_frames: int, window_fram
     sink = (k < sink_frames) & (k < q_start)
     window = (k < q_start) & (k >= torch.clamp(q_start - window_frames, min=sink_frames))
     return same_or_earlier_in_flight | sink | window
+
+
+def dense_mask(num_frames: int, block_frames: int, sink_frames: int, window_frames: int,
+               in_flight_from: int | None = None) -> torch.Tensor:
+    """`frame_mask` over the whole stream [0, num_frames)."""
+    return frame_mask(torch.arange(num_frames), block_frames, sink_frames, window_frames, in_flight_from)

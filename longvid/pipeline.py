@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .cache import KVCache
+from .errors import ConfigError
 from .frames import Frame
 from .model import TextContext
 from .schedule import FlowMatch, Schedule, make_schedule
@@ -101,7 +102,8 @@ class StreamPipeline:
         self.stats = StreamStats()
         self._contexts: OrderedDict[tuple, TextContext] = OrderedDict()
         if config.switch.sink == "rewrite" and config.cache.ema_alpha is not None:
-            raise ValueError("switch.sink 'rewrite' cannot rebuild an EMA sink: use sink 'keep'")
+            raise ConfigError("switch.sink 'rewrite' cannot rebuild an EMA sink (cache.ema_alpha is set): "
+                              "use --set switch.sink=keep")
 
     # -------------------------------------------------------------------------- components
     @property
@@ -252,8 +254,7 @@ class StreamPipeline:
         self.stats = StreamStats()
         self._contexts.clear()
         self.decoder.reset()
-        fps = self.config.video.fps
-        total = max(1, round(timeline.seconds * fps))
+        total = timeline.num_pixel_frames
         index = 0
         for block, lat, prompt_index in self.latents(timeline, seed):
             t0 = time.perf_counter()

@@ -78,6 +78,11 @@ class Timeline:
         return latent_frames_for(self.seconds, self.fps, self.temporal_factor)
 
     @property
+    def num_pixel_frames(self) -> int:
+        """Frames of the video: `seconds` at `fps`."""
+        return _pixel_frames(self.seconds, self.fps)
+
+    @property
     def switch_frames(self) -> tuple[int, ...]:
         """Latent frames where the prompt changes (every start but the first)."""
         return tuple(p.start_frame for p in self.prompts[1:])

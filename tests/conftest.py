@@ -20,6 +20,9 @@ from longvid.vae import LatentPreviewDecoder  # noqa: E402
 
 TEXT_DIM, TEXT_LEN, LATENT_CH = 16, 6, 4
 
+# Tiny models run fastest on one thread (and a busy 2-core machine makes 2 threads far slower).
+torch.set_num_threads(1)
+
 
 def tiny_config(**sections) -> Config:
     """A few-thousand-parameter Wan config at 32x32 pixels (4x4 latents, 4 tokens per frame)."""
