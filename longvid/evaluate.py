@@ -50,6 +50,7 @@ NOISE_DIST = 12.0  # soft coverage below this distance is noise, not anti-aliasi
 MIN_OBJECT_AREA = 0.0015  # of H * W (25 px at 128): a small world triangle covers ~200 px
 MIN_COMPONENT_SHARE = 0.15  # of the largest blob: smaller blobs are fragments, not a second object
 MAX_TRACKED = 2  # the world shows one or two objects
+TWO_TRACK_SHARE = 0.2  # two tracks when two blobs show in this share of frames (overlaps merge them)
 CORNER_FRACTION = 0.15  # corner patches of the bounding box, as a share of its side
 # (bounding-box fill, corner coverage) of the world's shapes: a circle fills pi/4 of its box and
 # leaves the corners empty; a square fills all; an upward triangle fills half, its two base
@@ -72,7 +73,14 @@ WRAP_EDGE_FRACTION = 0.1
 MIN_VALID_STEPS = 0.5  # share of a window's steps that must be usable to judge it
 CIRCLE_MIN_TURN_RATE = math.radians(40.0)  # per second; the world circles at 120, straight paths 0
 CIRCLE_MIN_CONSISTENCY = 0.75  # share of turns that must be steady (see `classify_motion`)
-STRAIGHT_MAX_TURN_RATE = math.radians(600.0)  # per second, median |turn|: random jitter turns ~90 deg per step
+# Faster than a turn per second is jitter at video frame rates (22 degrees per step at 16 fps).
+CIRCLE_MAX_TURN_RATE = math.radians(360.0)
+CIRCLE_MAX_SPREAD = 0.5  # median |turn - median turn| over |median turn|: world orbits turn evenly
+# A turn below this rate (per second; 10 degrees per step at 16 fps) keeps the path straight. A
+# straight path has at least MIN_STRAIGHT_SHARE of its turns so: a window with two reflections
+# (a corner) still has half, random jitter ~15%.
+STRAIGHT_TURN_RATE = math.radians(160.0)
+MIN_STRAIGHT_SHARE = 0.4
 AXIS_MAX_MINOR_RATIO = 0.25  # tan(14 deg); world bounces keep the minor component >= tan(25 deg)
 AXIS_MIN_CONSISTENCY = 0.5  # |median| / median |.| of the major component: one direction, not both
 CHORD_STEPS = 2  # headings are read over two steps (see `classify_motion`)
@@ -290,7 +298,7 @@ def detect_frame(frame: np.ndarray) -> FrameDetection:
     # Soft coverage: the pixel's place on the background -> object colour line.
     coverage = np.clip((offset @ axis) / float(axis @ axis), 0.0, 1.0)
     coverage[distance < NOISE_DIST] = 0.0
-    labels, n = _components(coverage >= 0.5)
+    labels, n = _components(coverage >= 0.5)  # pixels at least half covered
     if n == 0:
         return found
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
@@ -320,7 +328,7 @@ class Tracks:
 
 def _link_tracks(detections: Sequence[FrameDetection]) -> Tracks:
     """Centroids linked frame to frame; two tracks when two objects show in many frames."""
-    two = sum(d.count >= 2 for d in detections) >= 0.2 * len(detections)
+    two = sum(d.count >= 2 for d in detections) >= TWO_TRACK_SHARE * len(detections)
     n_tracks = 2 if two else 1
     frames = len(detections)
     positions = np.full((frames, n_tracks, 2), np.nan)
@@ -404,12 +412,15 @@ def classify_motion(steps: np.ndarray, fps: float, frame_size: float) -> str | N
     turns = _wrap_angle(np.diff(np.arctan2(chords[:, 1], chords[:, 0])))
     if len(turns) >= 2:
         turn = float(np.median(turns))
-        # Circling turns steadily: most turns share the sense and reach half the minimum rate
-        # (a reflection bends only the CHORD_STEPS + 1 turns around it).
+        # Circling turns steadily: most turns share the sense and reach half the minimum rate (a
+        # reflection bends only the CHORD_STEPS + 1 turns around it), and they agree in size.
         steady = (np.sign(turns) == np.sign(turn)) & (np.abs(turns) * fps >= CIRCLE_MIN_TURN_RATE / 2)
-        if abs(turn) * fps >= CIRCLE_MIN_TURN_RATE and np.mean(steady) >= CIRCLE_MIN_CONSISTENCY:
+        spread = float(np.median(np.abs(turns - turn)))
+        if (CIRCLE_MIN_TURN_RATE <= abs(turn) * fps <= CIRCLE_MAX_TURN_RATE
+                and np.mean(steady) >= CIRCLE_MIN_CONSISTENCY and spread <= CIRCLE_MAX_SPREAD * abs(turn)):
             return "circling"
-        if float(np.median(np.abs(turns))) * fps > STRAIGHT_MAX_TURN_RATE:
+        # Straight paths (between reflections) keep their heading; jitter turns all the time.
+        if np.mean(np.abs(turns) * fps <= STRAIGHT_TURN_RATE) < MIN_STRAIGHT_SHARE:
             return None
     magnitude = np.median(np.abs(usable), axis=0)  # (2,)
     major = int(np.argmax(magnitude))
@@ -465,8 +476,9 @@ def _share(matches: np.ndarray, judged: np.ndarray) -> float | None:
     return float(matches[judged].sum() / n) if n else None
 
 
-def _vde(values: Sequence[float]) -> float | None:
-    """LV-Bench video drift error of per-chunk scores m_1..m_N."""
+def video_drift_error(values: Sequence[float]) -> float | None:
+    """LV-Bench's VDE of per-chunk scores m_1..m_N: sum_{i>=2} (N - i + 1) |m_i - m_1| / m_1.
+    NaN chunks add nothing; None when m_1 is missing or zero."""
     m = np.asarray(values, np.float64)
     if len(m) < 2 or not np.isfinite(m[0]) or m[0] == 0:
         return None
@@ -559,6 +571,7 @@ def evaluate(
     steady = ~grace
     adherence = {a: _share(match[a], judged[a] & steady) for a in ATTRIBUTES}
     adherence_grace = {a: _share(match[a], judged[a] & grace) for a in ATTRIBUTES}
+    adherence_grace["overall"] = _pooled(match, judged, grace)
     hits = sum(match[a] & judged[a] for a in ATTRIBUTES).astype(np.float64)  # (F,)
     counts = sum(judged[a].astype(np.float64) for a in ATTRIBUTES)
     frame_score = np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)  # (F,)
@@ -698,7 +711,7 @@ def _drift_report(detections, frame_score, match, judged, steady, fps) -> dict:
     for name, values in series.items():
         as_float = [np.nan if v is None else v for v in values]
         report[name] = values
-        report[f"{name}_vde"] = _vde(as_float)
+        report[f"{name}_vde"] = video_drift_error(as_float)
     span = min(round(FIRST_LAST_SECONDS * fps), frames // 2)
     first, last = np.zeros(frames, bool), np.zeros(frames, bool)
     first[:span], last[frames - span:] = True, True

@@ -20,6 +20,8 @@ Motion semantics, crisp enough to be checked from pixels:
 
 Walls: every object of one size class moves inside the same box, the union of its three shapes'
 extents, so a shape switch never moves an object; a size switch pushes it back inside its new box.
+Two objects start apart (in separate lanes for axis motion, opposite on one orbit for circling)
+but do not collide: bouncing ones may pass through each other.
 A switch keeps positions, and velocities where the new motion allows: "right" after "bouncing"
 keeps the place and takes the new velocity, "bouncing" keeps the old heading clamped to a
 diagonal, "circling" puts the centre where the orbit passes through the object along its heading.
@@ -158,10 +160,6 @@ class Attributes:
         """A full spec: these attributes over `base`."""
         return replace(base, **self.named())
 
-    @classmethod
-    def of(cls, spec: SceneSpec) -> Attributes:
-        return cls(**{name: getattr(spec, name) for name in ATTRIBUTES})
-
 
 def random_spec(rng: np.random.Generator, count: int | None = None) -> SceneSpec:
     """A uniformly drawn spec; `count` None draws 2 objects with TWO_OBJECT_PROBABILITY."""
@@ -238,6 +236,7 @@ class Scene:
     # -- placement ---------------------------------------------------------------------------------
 
     def walls(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) (2,) each: the box the objects' centroids stay in."""
         return _walls(self.spec.size, self.height, self.width)
 
     def _free_places(self, k: int, taken: np.ndarray) -> np.ndarray:
@@ -325,7 +324,8 @@ class Scene:
             self.orbit_senses[k] = 1.0 if align[best] >= 0 else -1.0
             self._update_orbit_state([k])
             return
-        # Wedged in a corner: the smallest orbit as close as it gets; the object steps onto it.
+        # Wedged in a corner (about 1 switch in 1000): the smallest orbit as close as it gets;
+        # the object steps onto it, a jump of a few pixels.
         radius = ORBIT_RADIUS * self.unit * ORBIT_SCALES[-1]
         centre = np.clip(here, lo + radius, hi - radius)
         offset = here - centre
@@ -626,6 +626,7 @@ BACKGROUND_WORDS = {
 }
 BACKGROUND_NOUNS = Words(("background", "backdrop"), ("canvas", "surface"))
 NEEDS_NOUN = {"dark"}  # "on dark" reads badly: always "a dark background"
+BARE_BACKGROUND_PROBABILITY = 0.5  # "on black" as often as "on a black background"
 SHAPE_WORDS = {  # (singular, plural)
     "circle": Words((("circle", "circles"), ("ball", "balls"), ("disc", "discs")),
                     (("orb", "orbs"), ("disk", "disks"), ("dot", "dots"))),
@@ -747,7 +748,7 @@ def caption(spec: SceneSpec, rng: np.random.Generator, split: str = "train") -> 
     background = BACKGROUND_WORDS[spec.background].pick(rng, split)
     noun = BACKGROUND_NOUNS.pick(rng, split)
     with_noun = _with_article("a", f"{background} {noun}")
-    bare_ok = background not in NEEDS_NOUN and rng.random() < 0.5
+    bare_ok = background not in NEEDS_NOUN and rng.random() < BARE_BACKGROUND_PROBABILITY
     template = TEMPLATES[split][rng.integers(len(TEMPLATES[split]))]
     return template.format(
         np=noun_phrase,
