@@ -1,0 +1,240 @@
+"""Stage 3 of the built-in model: the causal Wan generator, trained to do what inference does.
+
+    python scripts/train_generator.py                  # train (resumes if interrupted)
+    python scripts/train_generator.py --export-only    # write the safetensors from the checkpoint
+
+Every training sample is one inference step. The engine generates block b while attending to
+the sink (first S frames), the window (last W frames) and the block itself, with RoPE positions
+"compact" (sink just before the window), so a sample is exactly that sequence:
+
+    slots: [ sink (S) | window (W) | target block (k) ]      positions 0 .. S+W+k-1
+
+(for early blocks the frames are simply 0 .. n+k-1). Context frames are clean (t = 0, as the
+cache's commit pass), the target is noised to one of the inference timesteps, and the mask is
+the cache's own visibility rule (`cache.frame_mask`): the same sink + window attention, block
+size and few-step schedule as inference.
+
+Prompts follow KV-recache semantics: the window and target frames carry the current prompt (a
+switch re-encodes the window), the sink carries the prompt it was made under. Against drift and
+exposure bias: a little noise on context frames, and (after warm-up) a no-grad pre-pass that
+replaces the context by the model's own x0 predictions from the last denoising level, so the
+model learns to continue from its own imperfect frames, not only from perfect ones. Clips with
+switches are oversampled right after the switch, where the model must change attributes while
+the scene carries on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainutil import REPO, Run
+
+from longvid.cache import frame_mask
+from longvid.config import load_config
+from longvid.loading import load_minilm, save_safetensors
+from longvid.model import build_transformer
+from longvid.schedule import FlowMatch, make_schedule
+from longvid.text import HFTextEncoder
+from longvid.world import SceneSpec, caption
+
+
+class CaptionBank:
+    """Caption text -> MiniLM embedding (L, 384), computed once per distinct caption."""
+
+    def __init__(self, encoder: HFTextEncoder) -> None:
+        self.encoder = encoder
+        self.bank: dict[str, torch.Tensor] = {}
+
+    def embed(self, captions: list[str]) -> torch.Tensor:
+        missing = sorted({c for c in captions if c not in self.bank})
+        for i in range(0, len(missing), 64):
+            chunk = missing[i : i + 64]
+            for c, e in zip(chunk, self.encoder.encode(chunk)):
+                self.bank[c] = e.half()
+        return torch.stack([self.bank[c].float() for c in captions])
+
+
+class Data:
+    def __init__(self, pattern: str) -> None:
+        files = sorted(glob.glob(pattern))
+        if not files:
+            raise SystemExit(f"no latent shards match {pattern}: run scripts/prepare_latents.py first")
+        shards = [torch.load(f, weights_only=False) for f in files]
+        self.latents = torch.cat([s["latents"] for s in shards])  # (N, T, C, h, w) fp16
+        self.segments = torch.cat([s["segments"] for s in shards])  # (N, T)
+        self.specs = [[SceneSpec(**d) for d in clip] for s in shards for clip in s["specs"]]
+        self.n, self.t = self.segments.shape
+
+
+def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int, k: int,
+                switch_oversample: float):
+    """Sample `batch` inference steps -> latents (B, C, slots, h, w), frames per sample,
+    caption-segment per slot, slot masks (B, slots, slots), target slot flags (B, slots)."""
+    slots = S + W + k
+    blocks = data.t // k
+    x0 = torch.zeros(batch, data.latents.shape[2], slots, *data.latents.shape[3:])
+    masks = torch.zeros(batch, slots, slots, dtype=torch.bool)
+    target = torch.zeros(batch, slots, dtype=torch.bool)
+    seg_of_slot = torch.zeros(batch, slots, dtype=torch.long)
+    clips = rng.integers(data.n, size=batch)
+    for i, c in enumerate(clips):
+        seg = data.segments[c]
+        switches = [b for b in range(1, blocks) if seg[b * k] != seg[b * k - 1]]
+        if switches and rng.random() < switch_oversample:
+            b = min(blocks - 1, int(rng.choice(switches)) + int(rng.integers(0, 2)))
+        else:
+            b = int(rng.integers(blocks))
+        n = b * k
+        frames = list(range(min(S, n))) + list(range(max(S, n - W), n)) + list(range(n, n + k))
+        f = torch.tensor(frames)
+        m = len(frames)
+        x0[i, :, :m] = data.latents[c, f].float().transpose(0, 1)
+        masks[i, :m, :m] = frame_mask(f, k, S, W)
+        masks[i, m:, m:] = torch.eye(slots - m, dtype=torch.bool)  # padding sees itself only
+        target[i, m - k : m] = True
+        seg_of_slot[i, :m] = seg[f]
+        # recache semantics: non-sink context carries the current (target's) prompt
+        sink_slots = min(S, n)
+        seg_of_slot[i, sink_slots:m] = seg[n]
+        seg_of_slot[i, m:] = seg[n]
+    return clips, x0, masks, target, seg_of_slot
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="longvid-shapes")
+    ap.add_argument("--run", default=str(REPO / "runs" / "generator"))
+    ap.add_argument("--data", default=str(REPO / "runs" / "latents" / "shard_*.pt"))
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--ema", type=float, default=0.998)
+    ap.add_argument("--ctx-noise", type=float, default=0.05, help="max noise mixed into context frames")
+    ap.add_argument("--self-context-prob", type=float, default=0.5)
+    ap.add_argument("--self-context-from", type=int, default=800)
+    ap.add_argument("--uniform-t-prob", type=float, default=0.2)
+    ap.add_argument("--switch-oversample", type=float, default=0.3)
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "transformer.safetensors"))
+    ap.add_argument("--export-only", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    cfg = load_config(args.config)
+    S, W, k = cfg.cache.sink_frames, cfg.cache.window_frames, cfg.schedule.block_frames
+    slots = S + W + k
+    sc = cfg.schedule
+    steps_t = make_schedule(sc.kind, list(sc.timesteps), k, sc.shift, sc.ar_step, sc.num_train_timesteps).timesteps
+    flow = FlowMatch(sc.num_train_timesteps)
+
+    model = build_transformer(cfg.model).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step"])
+    start = run.resume(model=model, ema=ema, opt=opt)
+    if args.export_only:
+        save_safetensors(ema, args.out)
+        run.log(f"exported {args.out}")
+        return
+
+    text_model, tok = load_minilm()
+    bank = CaptionBank(HFTextEncoder(text_model, tok, cfg.text.max_length))
+    data = Data(args.data)
+    run.log(f"{data.n} clips x {data.t} latent frames; model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+            f"params; slots {slots}; timesteps {[round(t, 1) for t in steps_t]}")
+    rng = np.random.default_rng([args.seed, start])
+    positions = torch.arange(slots)
+    warm = 200
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return args.lr * (step + 1) / warm
+        p = (step - warm) / max(1, args.steps - warm)
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+    t_last = steps_t[-1]
+    for step in range(start, args.steps):
+        t0 = run.elapsed
+        clips, x0, masks, target, seg_of_slot = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample)
+        B = args.batch
+        # captions: one phrasing per (sample, segment), drawn afresh every step
+        keys, index = {}, torch.zeros(B, slots, dtype=torch.long)
+        caps = []
+        for i in range(B):
+            for s_ in range(slots):
+                key = (i, int(seg_of_slot[i, s_]))
+                if key not in keys:
+                    keys[key] = len(caps)
+                    caps.append(caption(data.specs[clips[i]][key[1]], rng, "train"))
+                index[i, s_] = keys[key]
+        embeds = bank.embed(caps)
+
+        # timesteps: the target block at an inference level (sometimes uniform), context clean
+        tb = torch.tensor(rng.choice(steps_t, size=B), dtype=torch.float32)
+        uni = torch.from_numpy(rng.random(B) < args.uniform_t_prob)
+        tb = torch.where(uni, torch.from_numpy(rng.uniform(20, 1000, size=B)).float(), tb)
+        t = torch.where(target, tb[:, None], torch.zeros(B, slots))
+        noise = torch.randn_like(x0)
+        ctx_sigma = torch.from_numpy(rng.uniform(0, args.ctx_noise, size=(B, 1))).float()
+        ctx_level = torch.where(target, torch.zeros(B, slots), ctx_sigma)
+        context = (~target)[:, None, :, None, None]
+
+        self_ctx = step >= args.self_context_from and rng.random() < args.self_context_prob
+        if self_ctx:  # replace the context by the model's own x0 from the last denoising level
+            with torch.no_grad(), autocast:
+                t_ctx = torch.where(target, t, torch.full((B, slots), t_last))
+                x_ctx = flow.add_noise(x0, torch.randn_like(x0), t_ctx)
+                ctx_text = model.text_context(embeds).per_frame(index.flatten())
+                v = model(x_ctx, t_ctx, ctx_text, frame_positions=positions, frame_mask=masks).float()
+                x0_hat = flow.to_x0(x_ctx, v, t_ctx)
+            x_clean = torch.where(context, x0_hat, x0)
+        else:
+            x_clean = x0
+        sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
+        x_in = (1 - sigma_map) * x_clean + sigma_map * noise
+
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with autocast:
+            text = model.text_context(embeds).per_frame(index.flatten())
+            pred = model(x_in, t, text, frame_positions=positions, frame_mask=masks).float()
+        err = (pred - (noise - x0)).pow(2).mean(dim=(1, 3, 4))  # (B, slots)
+        loss = (err * target).sum() / target.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(args.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+
+        sec = run.elapsed - t0
+        if step % 10 == 0:
+            at_switch = torch.tensor([seg_of_slot[i, 0] != seg_of_slot[i, -1] for i in range(B)])
+            ls = float((err[at_switch] * target[at_switch]).sum() / target[at_switch].sum().clamp_min(1))
+            run.record(step, loss=loss.item(), loss_switch=ls, lr=lr_at(step), self_ctx=float(self_ctx),
+                       sec_per_step=sec)
+        if step % 50 == 0:
+            run.log(f"step {step}/{args.steps} loss {loss.item():.4f} {sec:.1f}s/step "
+                    f"{run.elapsed / 60:.1f} min, {len(bank.bank)} captions")
+        if (step + 1) % 50 == 0 or step + 1 == args.steps:
+            run.save(step + 1, model=model, ema=ema, opt=opt)
+        if (step + 1) % 500 == 0 or step + 1 == args.steps:
+            save_safetensors(ema, args.out)
+            run.log(f"exported EMA weights to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
