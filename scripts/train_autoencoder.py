@@ -22,7 +22,10 @@ from trainutil import REPO, Run, to_model_range
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.loading import save_autoencoder
-from longvid.world import random_spec, make_clip, sample_switching_clip
+from longvid.world import BACKGROUNDS, COLOURS, SceneSpec, make_clip, random_spec, sample_switching_clip
+
+
+OBJECT_WEIGHT = 10.0
 
 
 def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int) -> torch.Tensor:
@@ -39,17 +42,37 @@ def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, c
     return to_model_range(np.stack(clips))
 
 
+def palette_error(ae: CausalAutoencoder, size: int) -> tuple[float, str]:
+    """Worst reconstruction error (max over RGB, grey levels) of any background colour and of any
+    object colour on any background: an average L1 hides colours the codec merges."""
+    worst, where = 0.0, ""
+    for bg, bg_rgb in BACKGROUNDS.items():
+        for colour, rgb in COLOURS.items():
+            clip, _ = make_clip(SceneSpec(shape="square", colour=colour, background=bg, size="large"), 5, 0, size)
+            with torch.no_grad():
+                r = ae.decode(ae.encode(to_model_range(clip[None])))
+            r = ((r[0, :, -1].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).numpy()
+            obj = np.abs(clip[-1].astype(float) - np.array(bg_rgb)).sum(-1) > 60
+            inner = obj & np.roll(obj, 4, 0) & np.roll(obj, -4, 0) & np.roll(obj, 4, 1) & np.roll(obj, -4, 1)
+            for name, mask, truth in ((bg, ~obj, bg_rgb), (f"{colour} on {bg}", inner, rgb)):
+                if mask.any():
+                    e = float(np.abs(r[mask].mean(0) - np.array(truth)).max())
+                    if e > worst:
+                        worst, where = e, name
+    return worst, where
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=str(REPO / "runs" / "autoencoder"))
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--full-steps", type=int, default=400, help="final steps on full 128x128 frames")
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--frames", type=int, default=9, help="pixel frames per clip (4T-3)")
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--latent-noise", type=float, default=0.1)
+    ap.add_argument("--latent-noise", type=float, default=0.03)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"))
@@ -80,9 +103,17 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         z = ae.encode(x)
-        z = z + args.latent_noise * z.detach().std() * torch.randn_like(z)
+        # noise relative to each channel's own spread: a global scale drowns low-variance
+        # channels (it erased navy vs dark green and cyan vs blue in a first run)
+        ch_std = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
+        z = z + args.latent_noise * ch_std * torch.randn_like(z)
         y = ae.decode(z)
-        l1, mse = F.l1_loss(y, x), F.mse_loss(y, x)
+        # objects cover few pixels (and crops often miss them): weigh pixels that differ from the
+        # clip's background (its top-left pixel) by OBJECT_WEIGHT, or object colours are under-fit
+        bg = x[:, :, :, :1, :1]
+        weight = 1 + (OBJECT_WEIGHT - 1) * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        l1 = (weight * (y - x).abs()).mean() / weight.mean()
+        mse = (weight * (y - x).pow(2)).mean() / weight.mean()
         loss = l1 + mse + 1e-4 * z.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,9 +138,11 @@ def main() -> None:
         ae.latents_std.copy_(zs.std(1).clamp_min(1e-3))
         x = sample_batch(rng, 4, 13, args.size, args.size)
         err = (ae.decode(ae.encode(x)) - x).abs().mean().item()
+        worst, where = palette_error(ae, args.size)
     save_autoencoder(ae, args.out)
     run.log(f"exported {args.out}: latent mean {ae.latents_mean.tolist()} std {ae.latents_std.tolist()}; "
-            f"held-out L1 {err:.4f} ({err * 127.5:.2f} grey levels)")
+            f"held-out L1 {err:.4f} ({err * 127.5:.2f} grey levels); worst palette error "
+            f"{worst:.1f} grey levels ({where})")
 
 
 if __name__ == "__main__":
