@@ -80,20 +80,22 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 # -------------------------------------------------------------------------------- attention
+def use_flash_attention(backend: str, device_type: str, dtype: torch.dtype, masked: bool,
+                        available: bool) -> bool:
+    """flash-attn runs only when installed, on CUDA, in half precision, without a mask, and not
+    switched off (backend 'sdpa'). Asking for 'flash' without it installed is an error."""
+    if backend == "flash" and not available:
+        raise RuntimeError("runtime.attention is 'flash' but flash-attn is not installed: "
+                           "pip install longvid[gpu], or use --set runtime.attention=auto")
+    return (backend in ("auto", "flash") and available and not masked and device_type == "cuda"
+            and dtype in (torch.float16, torch.bfloat16))
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
            backend: str = "auto") -> torch.Tensor:
-    """Softmax attention over (B, H, L, D) tensors. flash-attn when installed, on CUDA, in
-    half precision and without a mask; PyTorch SDPA otherwise (its CPU kernel takes masks)."""
-    use_flash = (
-        backend in ("auto", "flash")
-        and flash_attn_func is not None
-        and mask is None
-        and q.is_cuda
-        and q.dtype in (torch.float16, torch.bfloat16)
-    )
-    if backend == "flash" and not use_flash and flash_attn_func is None:
-        raise RuntimeError("attention backend 'flash' asked for but flash-attn is not installed")
-    if use_flash:
+    """Softmax attention over (B, H, L, D) tensors: flash-attn where `use_flash_attention`
+    allows, PyTorch SDPA otherwise (its CPU kernel takes masks)."""
+    if use_flash_attention(backend, q.device.type, q.dtype, mask is not None, flash_attn_func is not None):
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return out.transpose(1, 2)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -200,8 +202,9 @@ class CausalWanTransformer(WanTransformer3DModel):
             block.attn2.set_processor(CachedCrossAttention(i))
 
     @property
-    def tokens_grid(self) -> tuple[int, int, int]:
-        return tuple(self.config.patch_size)
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype of the blocks' weights (some small modules stay in float32)."""
+        return self.patch_embedding.weight.dtype
 
     def tokens_per_frame(self, latent_height: int, latent_width: int) -> int:
         _, ph, pw = self.config.patch_size
@@ -210,8 +213,8 @@ class CausalWanTransformer(WanTransformer3DModel):
     def text_context(self, embeds: torch.Tensor) -> TextContext:
         """(B, L, text_dim) encoder output -> cross-attention keys/values of every layer.
         Differentiable when grad is enabled (training); call under no_grad at inference."""
-        p = next(self.parameters())
-        ctx = self.condition_embedder.text_embedder(embeds.to(p.device, p.dtype))
+        w = self.condition_embedder.text_embedder.linear_1.weight
+        ctx = self.condition_embedder.text_embedder(embeds.to(w.device, w.dtype))
         kv = []
         for block in self.blocks:
             a = block.attn2

@@ -112,7 +112,7 @@ class StreamPipeline:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        return self.model.compute_dtype
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         cfg, m = self.config, self.model.config

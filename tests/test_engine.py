@@ -199,3 +199,17 @@ def test_single_prompt_timeline_helper():
     tl = single("a red ball", 2.0, 16, 4)
     frames = list(tiny_pipeline().stream(tl))
     assert len(frames) == 32 and frames[0].image.shape == (32, 32, 3)
+
+
+def test_bf16_stream_runs_close_to_fp32():
+    """The GPU path's dtype on CPU: bf16 weights and cache, fp32-kept modules, same frames roughly."""
+    from longvid.model import cast_model
+
+    tl = timeline(2.0)
+    ref = tiny_pipeline()
+    half = tiny_pipeline()
+    cast_model(half.model, torch.bfloat16)
+    a, b = cached_latents(ref, tl), cached_latents(half, tl)
+    assert half.new_cache().k.dtype == torch.bfloat16
+    assert torch.isfinite(b).all()
+    assert (a - b).abs().mean() < 0.1 * a.abs().mean()

@@ -97,3 +97,55 @@ def test_per_frame_prompts_and_per_sample_masks():
     assert torch.allclose(mixed[:1, :, :2], ref, atol=1e-5)
     assert torch.allclose(mixed[1:, :, :1], alone_b, atol=1e-5)  # frame 0 of sample 1: prompt B
     assert torch.allclose(mixed[1:, :, 1:2], alone_a, atol=1e-5)  # frame 1: prompt A
+
+
+def test_flash_attention_dispatch():
+    from longvid.model import use_flash_attention as use
+
+    bf16, fp32 = torch.bfloat16, torch.float32
+    assert use("auto", "cuda", bf16, masked=False, available=True)
+    assert not use("auto", "cuda", bf16, masked=True, available=True)  # masks need SDPA
+    assert not use("auto", "cuda", fp32, masked=False, available=True)
+    assert not use("auto", "cpu", bf16, masked=False, available=True)
+    assert not use("sdpa", "cuda", bf16, masked=False, available=True)
+    assert not use("auto", "cuda", bf16, masked=False, available=False)  # not installed: SDPA
+    import pytest
+
+    with pytest.raises(RuntimeError, match="flash-attn is not installed"):
+        use("flash", "cuda", bf16, masked=False, available=False)
+
+
+def test_flash_path_layout(monkeypatch):
+    """When flash-attn is used, it gets (B, L, H, D) tensors and its output is turned back."""
+    import longvid.model as lm
+
+    calls = []
+
+    def fake_flash(q, k, v):
+        calls.append(q.shape)
+        return torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
+    monkeypatch.setattr(lm, "flash_attn_func", fake_flash)
+    monkeypatch.setattr(lm, "use_flash_attention", lambda *a: True)
+    q, k, v = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 7, 4), torch.randn(1, 2, 7, 4)
+    out = lm.attend(q, k, v, None)
+    assert calls == [(1, 5, 2, 4)]
+    assert torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-6)
+
+
+def test_bf16_model_keeps_fp32_modules_and_tracks_fp32():
+    from longvid.model import cast_model
+
+    ref, ours = pair()
+    half = cast_model(CausalWanTransformer(**KW).eval(), torch.bfloat16)
+    half.load_state_dict(ref.state_dict())
+    assert half.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    assert half.condition_embedder.time_embedder.linear_1.weight.dtype == torch.float32
+    assert half.blocks[0].scale_shift_table.dtype == torch.float32
+    x, txt = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 7, 16)
+    with torch.no_grad():
+        a = ours(x, torch.full((3,), 500.0), ours.text_context(txt))
+        b = half(x.bfloat16(), torch.full((3,), 500.0), half.text_context(txt)).float()
+    assert b.dtype == torch.float32 and torch.isfinite(b).all()
+    assert (a - b).abs().mean() < 0.05 * a.abs().mean()
