@@ -7,7 +7,8 @@ light one: per-frame 2D convolutions, with time entering only through
   state; streaming carries that one frame from block to block), and
 - `TimePool` / `TimeGrow`: 4 consecutive frames <-> 1 latent frame, by channel stacking.
 
-Frame rule (Wan's): pixel frame p belongs to latent frame (p + 3) // 4. The encoder repeats the
+SiLU activations throughout: with ReLU a first version lost whole colours (green, navy) to dead
+units. Frame rule (Wan's): pixel frame p belongs to latent frame (p + 3) // 4. The encoder repeats the
 first frame 3 times in front, so latent 0 holds frame 0 only; the decoder drops the 3 repeated
 frames it makes for latent 0. A stream of T latent frames is 4T - 3 pixel frames.
 
@@ -59,8 +60,8 @@ class Memory(nn.Module):
         state[idx] = x[:, -1]
         b = x.shape[0]
         h = torch.cat([x, prev], dim=2).flatten(0, 1)
-        h = self.out(F.relu(self.mix(h)))
-        return F.relu(x + h.unflatten(0, (b, -1)))
+        h = self.out(F.silu(self.mix(h)))
+        return F.silu(x + h.unflatten(0, (b, -1)))
 
 
 class TimePool(nn.Module):
@@ -109,11 +110,11 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, state: list) -> Tensor:
         """(B, T*4, 3, H, W) in [-1, 1] -> (B, T, C_lat, H/8, W/8)."""
-        h = F.relu(_per_frame(self.inp, x))
+        h = F.silu(_per_frame(self.inp, x))
         for i, mem in enumerate(self.memory):
             h = mem(h, state, i)
             if i < len(self.down):
-                h = F.relu(_per_frame(self.down[i], h))
+                h = F.silu(_per_frame(self.down[i], h))
                 if i < len(self.pool):
                     h = self.pool[i](h)
         return _per_frame(self.out, h)
@@ -132,13 +133,13 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor, state: list) -> Tensor:
         """(B, T, C_lat, h, w) -> (B, T*4, 3, 8h, 8w), before dropping the first frames."""
-        h = F.relu(_per_frame(self.inp, z))
+        h = F.silu(_per_frame(self.inp, z))
         for i, mem in enumerate(self.memory):
             h = mem(h, state, i)
             if i < len(self.grow):
                 h = self.grow[i](h)
             h = F.interpolate(h.flatten(0, 1), scale_factor=2.0, mode="nearest")
-            h = F.relu(self.up[i](h)).unflatten(0, (z.shape[0], -1))
+            h = F.silu(self.up[i](h)).unflatten(0, (z.shape[0], -1))
         return torch.tanh(_per_frame(self.out, h))
 
 
