@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainutil import REPO, Run, to_model_range
+from trainutil import REPO, Run, to_model_range, warmup_cosine
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.loading import save_autoencoder
@@ -88,12 +88,8 @@ def main() -> None:
     rng = np.random.default_rng([args.seed, start])  # fresh but reproducible stream after resume
     total = args.steps
 
-    def lr_at(step: int) -> float:  # warm-up then cosine
-        warm = 100
-        if step < warm:
-            return args.lr * (step + 1) / warm
-        p = (step - warm) / max(1, total - warm)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * p)))
+    def lr_at(step: int) -> float:
+        return warmup_cosine(step, args.lr, total, warmup=100, floor=0.05)
 
     ae.train()
     for step in range(start, 0 if args.export_only else total):

@@ -28,13 +28,12 @@ from __future__ import annotations
 import argparse
 import copy
 import glob
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainutil import REPO, Run
+from trainutil import REPO, Run, warmup_cosine
 
 from longvid.cache import frame_mask
 from longvid.config import load_config
@@ -154,13 +153,9 @@ def main() -> None:
             f"params; slots {slots}; timesteps {[round(t, 1) for t in steps_t]}")
     rng = np.random.default_rng([args.seed, start])
     positions = torch.arange(slots)
-    warm = 200
 
     def lr_at(step: int) -> float:
-        if step < warm:
-            return args.lr * (step + 1) / warm
-        p = (step - warm) / max(1, args.steps - warm)
-        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+        return warmup_cosine(step, args.lr, args.steps, warmup=200, floor=0.1)
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     t_last = steps_t[-1]

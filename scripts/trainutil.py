@@ -82,6 +82,14 @@ class Run:
         return torch.load(self.ckpt, map_location="cpu", weights_only=False).get(name)
 
 
+def warmup_cosine(step: int, base_lr: float, total: int, warmup: int, floor: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to `floor` * base_lr at `total`."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base_lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * p)))
+
+
 def to_model_range(frames: np.ndarray) -> torch.Tensor:
     """(B, F, H, W, 3) uint8 -> (B, 3, F, H, W) float in [-1, 1]."""
     x = torch.from_numpy(frames).float().div_(127.5).sub_(1.0)
