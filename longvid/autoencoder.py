@@ -5,7 +5,11 @@ light one: per-frame 2D convolutions, with time entering only through
 
 - `Memory` blocks: a frame's features are mixed with the previous frame's (causal, one frame of
   state; streaming carries that one frame from block to block), and
-- `TimePool` / `TimeGrow`: 4 consecutive frames <-> 1 latent frame, by channel stacking.
+- `TimePool` / `TimeGrow`: 4 consecutive frames <-> 1 latent frame, by channel stacking,
+
+plus a colour path: each latent cell carries a linear map of its cell's mean colour, and the
+decoder adds the latent's linear colour estimate (upsampled) under its output, so flat colours
+are exact from the start and the convolutions only learn edges and motion.
 
 SiLU activations throughout: with ReLU a first version lost whole colours (green, navy) to dead
 units. Frame rule (Wan's): pixel frame p belongs to latent frame (p + 3) // 4. The encoder repeats the
@@ -107,6 +111,9 @@ class Encoder(nn.Module):
         # time is pooled by 2 after the first `n_time` downsamplings
         self.pool = nn.ModuleList([TimePool(c, 2) for c in ch[1 : 1 + n_time]])
         self.out = _conv(ch[-1], cfg.latent_channels)
+        # colour path: each latent cell also gets a linear map of its cell's mean colour
+        self.factor, self.tf = cfg.spatial_factor, cfg.temporal_factor
+        self.colour = nn.Conv2d(3, cfg.latent_channels, 1)
 
     def forward(self, x: Tensor, state: list) -> Tensor:
         """(B, T*4, 3, H, W) in [-1, 1] -> (B, T, C_lat, H/8, W/8)."""
@@ -117,7 +124,9 @@ class Encoder(nn.Module):
                 h = F.silu(_per_frame(self.down[i], h))
                 if i < len(self.pool):
                     h = self.pool[i](h)
-        return _per_frame(self.out, h)
+        last = x[:, self.tf - 1 :: self.tf]  # the newest frame of each group of 4
+        mean = _per_frame(lambda f: F.avg_pool2d(f, self.factor), last)
+        return _per_frame(self.out, h) + _per_frame(self.colour, mean)
 
 
 class Decoder(nn.Module):
@@ -130,9 +139,15 @@ class Decoder(nn.Module):
         self.grow = nn.ModuleList([TimeGrow(c, 2) for c in ch[:n_time]])
         self.up = nn.ModuleList([_conv(a, b) for a, b in zip(ch, ch[1:])])
         self.out = _conv(ch[-1], 3)
+        # colour path: the latent's own linear colour estimate, upsampled, under the conv output
+        self.factor, self.tf = 2 ** (len(ch) - 1), cfg.temporal_factor
+        self.colour = nn.Conv2d(cfg.latent_channels, 3, 1)
 
     def forward(self, z: Tensor, state: list) -> Tensor:
         """(B, T, C_lat, h, w) -> (B, T*4, 3, 8h, 8w), before dropping the first frames."""
+        base = _per_frame(lambda f: F.interpolate(self.colour(f), scale_factor=float(self.factor),
+                                                  mode="bilinear", align_corners=False), z)
+        base = base.repeat_interleave(self.tf, dim=1)  # (B, T*4, 3, H, W)
         h = F.silu(_per_frame(self.inp, z))
         for i, mem in enumerate(self.memory):
             h = mem(h, state, i)
@@ -140,7 +155,7 @@ class Decoder(nn.Module):
                 h = self.grow[i](h)
             h = F.interpolate(h.flatten(0, 1), scale_factor=2.0, mode="nearest")
             h = F.silu(self.up[i](h)).unflatten(0, (z.shape[0], -1))
-        return torch.tanh(_per_frame(self.out, h))
+        return torch.tanh(_per_frame(self.out, h) + base)
 
 
 class CausalAutoencoder(nn.Module):

@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=9, help="pixel frames per clip (4T-3)")
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--latent-noise", type=float, default=0.03)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
