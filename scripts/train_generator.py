@@ -37,7 +37,7 @@ from trainutil import REPO, Run, warmup_cosine
 
 from longvid.cache import frame_mask
 from longvid.config import load_config
-from longvid.loading import load_minilm, save_safetensors
+from longvid.loading import load_into, load_minilm, read_state_dict, save_safetensors
 from longvid.model import build_transformer
 from longvid.schedule import FlowMatch, make_schedule
 from longvid.text import HFTextEncoder
@@ -125,6 +125,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "transformer.safetensors"))
     ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--init-from", default=None,
+                    help="start from these weights when runs/ has no checkpoint (e.g. the committed "
+                         "transformer.safetensors, to continue training in a new checkout)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -141,6 +144,11 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step"])
     start = run.resume(model=model, ema=ema, opt=opt)
+    if start == 0 and args.init_from:  # a new checkout: continue from the committed weights
+        state, _ = read_state_dict(args.init_from)
+        load_into(model, state, args.init_from)
+        load_into(ema, state, args.init_from)
+        run.log(f"initialised from {args.init_from} (optimiser state starts afresh)")
     if args.export_only:
         save_safetensors(ema, args.out)
         run.log(f"exported {args.out}")
