@@ -214,6 +214,7 @@ def save_safetensors(module_or_state, path: str | os.PathLike[str], metadata: di
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(state, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
