@@ -130,7 +130,7 @@ class KVCache:
         """Plan a forward over `frames` (sorted stream indices). Frames must start at the first
         uncommitted frame, or be a recache set prepared by `rewind`."""
         frames = frames.to(torch.long).cpu()
-        assert len(frames) <= self.ring or (frames < self.sink).sum() + self.ring >= len(frames)
+        assert int((frames >= self.sink).sum()) <= self.ring, "more frames in flight than ring slots"
         slots = self.slot_of(frames)
         self.slot_frame[slots] = frames
         self._max_slot_used = max(self._max_slot_used, int(slots.max()) + 1)
