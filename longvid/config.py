@@ -108,6 +108,9 @@ class ScheduleConfig:
     shift: float = 5.0
     ar_step: int = 1
     num_train_timesteps: int = 1000
+    # re-noise each x0 with fresh noise (Self-Forcing) or with the noise the model predicted
+    # (deterministic flow steps: a model trained by plain MSE keeps its samples' detail)
+    renoise: Literal["fresh", "predicted"] = "fresh"
 
 
 @dataclass

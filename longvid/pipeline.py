@@ -228,12 +228,16 @@ class StreamPipeline:
             flow, dt = self._forward(xt, step.t, ctx, cache, frames, commit=False)
             self.stats.generator_s += dt
             x0 = self.flow.to_x0(xt, flow, step.t)
+            predicted = self.flow.to_noise(xt, flow, step.t) if self.config.schedule.renoise == "predicted" else None
 
-            # 4. re-noise to the next level, or keep as final
+            # 4. re-noise to the next level (fresh or predicted noise), or keep as final
             for i, f in enumerate(step.frames):
                 t_next = step.t_next[i : i + 1]
                 if float(t_next) > 0:
-                    noise = frame_noise(seed, f, int(step.denoise_index[i]) + 1, shape)[None, :, None]
+                    if predicted is not None:
+                        noise = predicted[:, :, i : i + 1]
+                    else:
+                        noise = frame_noise(seed, f, int(step.denoise_index[i]) + 1, shape)[None, :, None]
                     x[f] = self.flow.add_noise(x0[:, :, i : i + 1], noise, t_next)[0, :, 0]
                 else:
                     clean[f] = x0[0, :, i]

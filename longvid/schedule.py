@@ -62,6 +62,10 @@ class FlowMatch:
     def to_x0(self, x_t: torch.Tensor, flow: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return x_t - self._per_frame(self.sigma(t), x_t) * flow
 
+    def to_noise(self, x_t: torch.Tensor, flow: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The noise the flow implies: n = x_t + (1 - s) v."""
+        return x_t + (1 - self._per_frame(self.sigma(t), x_t)) * flow
+
     @staticmethod
     def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """What the model is trained to predict."""

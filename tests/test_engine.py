@@ -213,3 +213,22 @@ def test_bf16_stream_runs_close_to_fp32():
     assert half.new_cache().k.dtype == torch.bfloat16
     assert torch.isfinite(b).all()
     assert (a - b).abs().mean() < 0.1 * a.abs().mean()
+
+
+def test_predicted_renoise_uses_only_initial_noise(monkeypatch):
+    """renoise 'predicted': later noise draws are never used; 'fresh' depends on them."""
+    import longvid.pipeline as P
+
+    tl = timeline(2.0)
+    real = P.frame_noise
+
+    def other_later_noise(seed, frame, index, shape):
+        return real(seed + (index > 0) * 1000, frame, index, shape)
+
+    for mode, should_change in (("predicted", False), ("fresh", True)):
+        cfg = tiny_config(schedule=dict(renoise=mode))
+        a = cached_latents(tiny_pipeline(cfg), tl)
+        monkeypatch.setattr(P, "frame_noise", other_later_noise)
+        b = cached_latents(tiny_pipeline(cfg), tl)
+        monkeypatch.setattr(P, "frame_noise", real)
+        assert torch.allclose(a, b) != should_change, mode

@@ -90,3 +90,11 @@ def test_every_frame_reaches_zero_once_in_order(kind, ar, num_frames):
         col = table[:, f]
         assert (col > 0).sum() == len(SF_STEPS) and (col == 0).sum() == 1
 
+
+
+def test_predicted_noise_roundtrip():
+    fm = FlowMatch()
+    x0, noise = torch.randn(1, 4, 3, 2, 2), torch.randn(1, 4, 3, 2, 2)
+    t = torch.tensor([937.5, 500.0, 100.0])
+    xt = fm.add_noise(x0, noise, t)
+    assert torch.allclose(fm.to_noise(xt, fm.flow_target(x0, noise), t), noise, atol=1e-5)
