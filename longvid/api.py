@@ -70,16 +70,19 @@ def _text_encoder(config: Config, device: torch.device):
 
 def _decoder(config: Config, device: torch.device, allow_random: bool = False):
     vc = config.vae
-    preview = LatentPreviewDecoder.default(vc.latent_channels, temporal_factor=vc.temporal_factor,
-                                           spatial_factor=vc.spatial_factor)
+
+    def preview() -> LatentPreviewDecoder:
+        return LatentPreviewDecoder.default(vc.latent_channels, temporal_factor=vc.temporal_factor,
+                                            spatial_factor=vc.spatial_factor)
+
     if vc.kind == "preview":
-        return preview
+        return preview()
     if config.weights.vae is None:
         raise ConfigError(f"vae.kind {vc.kind!r} needs weights.vae (a weight file or directory)")
     path = resolve_path(config.weights.vae)
     if allow_random and not path.exists():
         warnings.warn(f"{path} not found: decoding with the latent preview decoder", stacklevel=3)
-        return preview
+        return preview()
     if vc.kind == "builtin":
         return AutoencoderStreamingDecoder(loading.load_autoencoder(path, device))
     return WanStreamingDecoder(loading.load_wan_vae(path, device))
