@@ -7,6 +7,7 @@ timeline, weights or output path) is printed as one `error: ...` line with exit 
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ from rich.text import Text
 from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline, weights_status
 from longvid.config import available_configs, config_dir, config_to_dict, load_config
 from longvid.errors import LongvidError, OutputError, TimelineError
+from longvid.evaluate import evaluate_video, format_report
 from longvid.frames import Frame
 from longvid.writers import ManifestWriter, Mp4Writer, PngWriter, write_stream
 
@@ -363,6 +365,46 @@ def generate(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if plain:
         _summary(tracker, fps, wall_s, timings(), outputs)
+
+
+# --- eval ------------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_(
+    video: Annotated[Path, typer.Argument(help="The video to score (e.g. from longvid generate).",
+                                          show_default=False)],
+    timeline: Annotated[Path, typer.Option(
+        help="The prompt timeline the video was asked for (.yaml or LongLive .jsonl).",
+        show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    line: Annotated[Optional[int], typer.Option(
+        help="Which video of a JSONL timeline, 0-based (default: 0).", show_default=False)] = None,
+    switch_frames: Annotated[Optional[str], typer.Option(
+        metavar="F1,F2", help="JSONL switch points in latent frames, e.g. 40,80.",
+        show_default=False)] = None,
+) -> None:
+    """Score VIDEO against the prompts of --timeline, from its pixels alone (shapes world).
+
+    Reports prompt adherence per attribute (colour, shape, background, motion, size, count),
+    switch latency and continuity, frozen motion, drift over ten chunks (LV-Bench VDE), and
+    flicker at block boundaries. --config gives the block size (for flicker) and the VAE's
+    time factor (to read JSONL switch points).
+
+    Example:
+
+        longvid generate --timeline prompts/eval-a.yaml --out a.mp4 && longvid eval a.mp4 --timeline prompts/eval-a.yaml
+    """
+    with _user_errors():
+        cfg = load_config(config)
+        report = evaluate_video(
+            video, timeline, block_frames=cfg.schedule.block_frames * cfg.vae.temporal_factor,
+            temporal_factor=cfg.vae.temporal_factor, **_jsonl_options(timeline, line, switch_frames))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(format_report(report))
 
 
 # --- models ----------------------------------------------------------------------------------

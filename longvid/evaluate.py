@@ -31,6 +31,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from longvid.errors import LongvidError
+from longvid.timeline import load_timeline
 from longvid.world import (
     ATTRIBUTES, AXIS_MOTIONS, BACKGROUNDS, COLOURS, SHAPE_AREA, SIZE_RADIUS, SIZES, Attributes, parse_prompt,
 )
@@ -133,6 +134,30 @@ def video_fps(path: str | Path) -> float:
     with av.open(str(path)) as container:
         rate = container.streams.video[0].average_rate
     return float(rate) if rate else 0.0
+
+
+def timeline_prompts(timeline) -> list[tuple[int, str]]:
+    """A `Timeline`'s prompts as [(first pixel frame, text)]: the frame the user asked the switch
+    for (the first frame shown at or after its time), not the block boundary where the engine
+    applies it, so switch latency counts the engine's block rounding too."""
+    fps = timeline.fps
+    return [(math.ceil(p.start_seconds * fps - 1e-6), p.text) for p in timeline.prompts]
+
+
+def evaluate_video(path: str | Path, timeline_file: str | Path, block_frames: int | None = None,
+                   temporal_factor: int = 4, **timeline_options) -> dict:
+    """`evaluate` a video file against a YAML / JSONL timeline file (`longvid eval`)."""
+    frames = list(read_video(path))  # checks the file first
+    fps = video_fps(path)
+    if not frames:
+        raise LongvidError(f"{path} has no frames: check that generation or decoding produced some")
+    if fps <= 0 or abs(fps - round(fps)) > 1e-3:
+        raise LongvidError(f"{path} has frame rate {fps:g}: longvid eval needs a whole number of frames per second")
+    timeline = load_timeline(Path(timeline_file), fps=round(fps), temporal_factor=temporal_factor,
+                             seconds=len(frames) / round(fps), **timeline_options)
+    report = evaluate(frames, timeline_prompts(timeline), round(fps), block_frames)
+    report["video"], report["timeline"] = str(path), str(timeline_file)
+    return report
 
 
 def _as_image(frame: object, index: int) -> np.ndarray:

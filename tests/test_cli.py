@@ -241,3 +241,72 @@ def test_version():
 def test_help(args, expected):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0 and expected in result.stdout
+
+
+# --- eval ----------------------------------------------------------------------------------------
+
+
+def world_video(tmp_path: Path) -> tuple[Path, Path]:
+    """A 6 s ground-truth shapes-world clip with one switch at 3 s, as an MP4 written by
+    longvid's own writer, and the YAML timeline that describes it."""
+    from longvid.frames import Frame
+    from longvid.world import SceneSpec, make_clip
+    from longvid.writers import Mp4Writer
+
+    first = SceneSpec(shape="circle", colour="red", background="black", motion="right")
+    second = SceneSpec(shape="circle", colour="yellow", background="black", motion="right")
+    frames, _ = make_clip([(0, first), (48, second)], 96, 0, 128)
+    video = tmp_path / "world.mp4"
+    writer = Mp4Writer(video, FPS)
+    for i, image in enumerate(frames):
+        writer.write(Frame(index=i, image=image, prompt_index=int(i >= 48), prompt="", block=0))
+    writer.close()
+    timeline = tmp_path / "world.yaml"
+    timeline.write_text(yaml.safe_dump({"seconds": 6, "prompts": [
+        {"at": 0, "text": "a red ball moving right on a black background"},
+        {"at": 3, "text": "a yellow disc drifting to the right over black"},
+    ]}), encoding="utf-8")
+    return video, timeline
+
+
+def test_eval_scores_a_world_clip_near_perfect(tmp_path):
+    video, timeline = world_video(tmp_path)
+    result = runner.invoke(app, ["eval", str(video), "--timeline", str(timeline), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["frames"] == 96 and report["fps"] == FPS
+    assert [s["frame"] for s in report["switches"]] == [48]
+    for attribute in ("colour", "shape", "background", "motion"):
+        assert report["adherence"][attribute] >= 0.95, (attribute, report["adherence"])
+    table = runner.invoke(app, ["eval", str(video), "--timeline", str(timeline)])
+    assert table.exit_code == 0 and "adherence" in table.stdout
+
+
+def test_eval_catches_the_wrong_prompt(tmp_path):
+    video, timeline = world_video(tmp_path)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump({"prompts": [{"at": 0, "text": "a blue square on gray"}]}),
+                     encoding="utf-8")
+    report = json.loads(runner.invoke(app, ["eval", str(video), "--timeline", str(wrong), "--json"]).stdout)
+    assert report["adherence"]["colour"] < 0.1 and report["adherence"]["background"] < 0.1
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("missing-video", "video not found"),
+    ("not-a-video", "cannot read video"),
+    ("missing-timeline", "timeline file not found"),
+    ("switch-past-end", "after the end of the 6 s video"),
+])
+def test_eval_bad_input_is_one_line(tmp_path, case, fragment):
+    video, timeline = world_video(tmp_path)
+    if case == "missing-video":
+        video = tmp_path / "nope.mp4"
+    elif case == "not-a-video":
+        video = tmp_path / "text.mp4"
+        video.write_text("not a video")
+    elif case == "missing-timeline":
+        timeline = tmp_path / "nope.yaml"
+    else:
+        timeline.write_text(yaml.safe_dump({"prompts": [{"at": 0, "text": "a red ball"},
+                                                        {"at": 9, "text": "a blue ball"}]}))
+    assert_user_error(runner.invoke(app, ["eval", str(video), "--timeline", str(timeline)]), fragment)
