@@ -193,7 +193,7 @@ def _unsafe_global(message: str) -> str:
     """The global a refused pickle wanted (from torch's message), as ' (`os.system`)'."""
     import re
 
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message) or re.search(r"global ([\w.]+) was not", message)
+    m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", message)
     return f" (`{m.group(1)}`)" if m else ""
 
 
@@ -406,7 +406,7 @@ def read_lora(path: str | os.PathLike[str]) -> dict[str, tuple[torch.Tensor, tor
                            f"{shown}")
     if not halves:
         raise WeightsError(f"{path} holds no LoRA weights")
-    naming = keymap.naming(m + ".weight" for m in halves)
+    naming = keymap.naming(module + ".weight" for module in halves)
     pairs = {}
     for module, ab in halves.items():
         if set(ab) != {"A", "B"}:
@@ -433,7 +433,7 @@ def load_wan_vae(path: str | os.PathLike[str], device: torch.device | str = "cpu
     if path.is_dir():
         if (path / "vae" / "config.json").is_file():
             path = path / "vae"
-        if (path / "config.json").is_file():
+        if (path / "config.json").is_file() and not (path / ORIGINAL_VAE_FILE).is_file():
             cls = _config_class(path)
             if cls != "AutoencoderKLWan":
                 raise WeightsError(f"{path / 'config.json'} describes a {cls!r}, not AutoencoderKLWan: "
