@@ -440,7 +440,7 @@ def load_wan_vae(path: str | os.PathLike[str], device: torch.device | str = "cpu
                                    "point weights.vae at the Wan2.1 VAE (see docs/models.md)")
             vae = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(str(path)))
             load_into(vae, _read_diffusers_dir(path), f"{path} (diffusers layout)")
-            return vae.to(device, dtype).eval()
+            return _place(vae, device, dtype)
         if (path / ORIGINAL_VAE_FILE).is_file():
             path = path / ORIGINAL_VAE_FILE
         else:
@@ -455,4 +455,11 @@ def load_wan_vae(path: str | os.PathLike[str], device: torch.device | str = "cpu
         state = convert_wan_vae_to_diffusers(dict(state))
     vae = AutoencoderKLWan(**(vae_config or {}))
     load_into(vae, state, str(path))
-    return vae.to(device, dtype).eval()
+    return _place(vae, device, dtype)
+
+
+def _place(module: torch.nn.Module, device: torch.device | str, dtype: torch.dtype) -> torch.nn.Module:
+    module = module.to(device)
+    if dtype != torch.float32:  # (diffusers warns on any dtype cast; skip the no-op one)
+        module = module.to(dtype=dtype)
+    return module.eval()

@@ -381,3 +381,69 @@ def test_warped_steps_match_reference():
 
     c = load_config("self-forcing")
     assert shift_timesteps(c.schedule.timesteps, c.schedule.shift) == pytest.approx([1000, 937.5, 833.333, 625.0], abs=1e-3)
+
+
+# --- the CLI: generate --weights DIR, convert ---------------------------------------------------
+
+
+def _public_layout(tmp_path, tiny) -> tuple[Path, Path]:
+    """A --weights DIR as docs/models.md lays it out (LongLive: base .pt + lora.pt, diffusers VAE),
+    and a config naming it the way configs/longlive-1.3b.yaml does, at tiny sizes."""
+    import yaml
+
+    from longvid.config import config_to_dict
+
+    cfg, model, state, ema, vae = tiny
+    root = tmp_path / "models"
+    (root / "LongLive-1.3B" / "models").mkdir(parents=True)
+    torch.save(fx.generator_checkpoint(state, ema), root / "LongLive-1.3B" / "models" / "longlive_base.pt")
+    torch.save(fx.lora_checkpoint(model, rank=4), root / "LongLive-1.3B" / "models" / "lora.pt")
+    fx.write_diffusers_base(root, model, state, vae)
+    c = tiny_config(vae={"kind": "wan"}, runtime={"threads": 1},
+                    weights={"transformer": "LongLive-1.3B/models/longlive_base.pt", "checkpoint_key": "generator",
+                             "lora": "LongLive-1.3B/models/lora.pt", "lora_alpha": 4.0,
+                             "vae": "Wan2.1-T2V-1.3B-Diffusers"})
+    path = tmp_path / "tiny-longlive.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(c)))
+    return root, path
+
+
+def test_cli_generate_with_weights_dir_and_convert(tiny, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli.app import app
+    from longvid.api import load_pipeline
+
+    monkeypatch.setenv("CI", "true")
+    root, config = _public_layout(tmp_path, tiny)
+    runner = CliRunner()
+    out = tmp_path / "v.mp4"
+    result = runner.invoke(app, ["generate", "a ball", "--seconds", "0.5", "--config", str(config),
+                                 "--weights", str(root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+
+    # without --weights the relative paths point into the repo: a clear error naming the file
+    result = runner.invoke(app, ["generate", "a ball", "--config", str(config), "--out", str(tmp_path / "x.mp4")])
+    assert result.exit_code == 2 and "longlive_base.pt" in result.stderr
+    result = runner.invoke(app, ["generate", "a ball", "--config", str(config), "--weights", str(tmp_path / "nope"),
+                                 "--out", str(tmp_path / "x.mp4")])
+    assert result.exit_code == 2 and "no such directory" in result.stderr
+
+    # convert: one safetensors with the LoRA merged, equal to loading base + LoRA
+    converted = tmp_path / "longlive.safetensors"
+    result = runner.invoke(app, ["convert", "--config", str(config), "--weights", str(root), "--out", str(converted)])
+    assert result.exit_code == 0, result.output
+    assert "merged" in result.output
+    expected = load_pipeline(_with_root(load_config(str(config)), root)).model.state_dict()
+    state, meta = loading.read_state_dict(converted)
+    assert "longvid_converted_from" in meta
+    assert set(state) == set(expected)
+    assert all(torch.equal(state[k], expected[k]) for k in state)
+    result = runner.invoke(app, ["convert", "--config", str(config), "--weights", str(root), "--out", str(converted)])
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+
+
+def _with_root(c, root):
+    c.weights.root = str(root)
+    return c
