@@ -29,7 +29,7 @@ from rich.text import Text
 
 from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline, weights_status
 from longvid.config import available_configs, config_dir, config_to_dict, load_config
-from longvid.errors import LongvidError, OutputError, TimelineError
+from longvid.errors import LongvidError, OutputError, TimelineError, WeightsError
 from longvid.evaluate import evaluate_video, format_report
 from longvid.frames import Frame
 from longvid.writers import ManifestWriter, Mp4Writer, PngWriter, write_stream
@@ -55,6 +55,21 @@ ConfigOption = Annotated[str, typer.Option(
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE",
     help="Override a config key, e.g. --set video.height=256 (repeatable).")]
+WeightsOption = Annotated[Optional[Path], typer.Option(
+    "--weights", "-w", metavar="DIR",
+    help="Directory the config's weight paths are relative to (weights.root); see docs/models.md.",
+    show_default=False)]
+
+
+def _load_config(config: str, overrides: Optional[list[str]], weights: Optional[Path]):
+    """load_config, then point the weight paths at --weights DIR."""
+    cfg = load_config(config, overrides or ())
+    if weights is not None:
+        if not weights.is_dir():
+            raise WeightsError(f"--weights {weights}: no such directory; give the directory you "
+                               "downloaded the model into (see docs/models.md)")
+        cfg.weights.root = str(weights.resolve())
+    return cfg
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -285,6 +300,7 @@ def generate(
         help="Prompt timeline: a .yaml file or a LongLive .jsonl file.", show_default=False)] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     overrides: SetOption = None,
+    weights: WeightsOption = None,
     png_dir: Annotated[Optional[Path], typer.Option(
         help="Also write every frame as a PNG into this directory.", show_default=False)] = None,
     manifest: Annotated[Optional[Path], typer.Option(
@@ -313,12 +329,14 @@ def generate(
         longvid generate --timeline prompts/example.yaml --out story.mp4
 
         longvid generate --timeline prompts/example.jsonl --line 1 --seconds 30
+
+        longvid generate "a corgi surfing" --config longlive-1.3b --weights ~/models
     """
     interactive, plain = _interactive(), not quiet
     tracker = None
     try:
         with _user_errors():
-            cfg = load_config(config, overrides or ())
+            cfg = _load_config(config, overrides, weights)
             tl = make_timeline(cfg, prompt, timeline, seconds,
                                **_jsonl_options(timeline, line, switch_frames))
             outputs = Outputs.prepare(out, manifest, png_dir, overwrite)
@@ -420,9 +438,9 @@ def _weights_summary(status: dict[str, str]) -> str:
 
 
 @app.command()
-def models() -> None:
+def models(weights: WeightsOption = None) -> None:
     """List the known configs: description, video size, and whether their weight files are
-    present. Use a name with `longvid generate --config NAME`."""
+    present (under --weights DIR, if given). Use a name with `longvid generate --config NAME`."""
     table = Table(caption=f"configs in {config_dir()}; * = default", box=box.SIMPLE_HEAD)
     table.add_column("config", no_wrap=True, style="bold")
     table.add_column("video", no_wrap=True)
@@ -431,7 +449,7 @@ def models() -> None:
     for name in available_configs():
         label = name + (" *" if name == DEFAULT_CONFIG else "")
         try:
-            cfg = load_config(name)
+            cfg = _load_config(name, None, weights)
         except LongvidError as error:
             table.add_row(label, "", Text("invalid", style="red"), Text(str(error)))
             continue
@@ -444,6 +462,36 @@ def models() -> None:
         typer.echo(f"no configs found in {config_dir()}")
         return
     Console().print(table)
+
+
+# --- convert ---------------------------------------------------------------------------------
+
+
+@app.command()
+def convert(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .safetensors file to write.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: SetOption = None,
+    weights: WeightsOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a config's transformer (any checkpoint layout, LoRA merged) as one safetensors file
+    that loads faster next time: then pass `--set weights.transformer=FILE --set weights.lora=null`.
+
+    Example:
+
+        longvid convert --config longlive-1.3b --weights ~/models --out ~/models/longlive.safetensors
+    """
+    from longvid.convert import convert_transformer
+
+    with _user_errors():
+        cfg = _load_config(config, overrides, weights)
+        t0 = time.perf_counter()
+        summary = convert_transformer(cfg, out, overwrite)
+    typer.echo(f"wrote {summary['out']}: {summary['parameters']:,} parameters ({summary['dtype']}, "
+               f"{summary['bytes'] / 2**30:.2f} GiB) from {summary['source']}"
+               + (f" + LoRA {summary['lora']} ({summary['lora_layers']} layers, merged)" if summary["lora"] else "")
+               + f" in {time.perf_counter() - t0:.1f} s")
 
 
 def main() -> None:

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from . import loading
-from .config import Config, load_config, resolve_path, validate
+from .config import Config, load_config, validate, weight_path
 from .errors import ConfigError
 from .frames import Frame
+from .lora import attach_lora, lora_scale, merge_lora
 from .model import build_transformer
 from .pipeline import StreamPipeline
 from .text import CachedTextEncoder, HashTextEncoder, HFTextEncoder
@@ -41,9 +42,11 @@ def resolve_device(name: str) -> torch.device:
 def weights_status(config: Config) -> dict[str, str]:
     """For each weight file the config names: 'present', 'missing' or 'random' (none named)."""
     out = {}
-    for part in ("transformer", "vae", "text"):
-        p = getattr(config.weights, part)
-        out[part] = "random" if p is None else ("present" if resolve_path(p).exists() else "missing")
+    for part in ("transformer", "vae", "text", "lora"):
+        p = weight_path(config, part)
+        if p is None and part == "lora":
+            continue
+        out[part] = "random" if p is None else ("present" if p.exists() else "missing")
     return out
 
 
@@ -60,7 +63,7 @@ def _text_encoder(config: Config, device: torch.device):
             raise ConfigError("text.kind 'umt5' needs weights.text: the directory holding umT5-XXL "
                               "(see docs/models.md)")
         dtype = torch.bfloat16 if text_device.type == "cuda" else torch.float32
-        model, tok = loading.load_umt5(resolve_path(config.weights.text), device=text_device, dtype=dtype)
+        model, tok = loading.load_umt5(weight_path(config, "text"), device=text_device, dtype=dtype)
         enc = HFTextEncoder(model, tok, tc.max_length)
     if enc.dim != config.model.text_dim:
         raise ConfigError(f"text encoder gives {enc.dim}-dim embeddings but model.text_dim is "
@@ -79,13 +82,28 @@ def _decoder(config: Config, device: torch.device, allow_random: bool = False):
         return preview()
     if config.weights.vae is None:
         raise ConfigError(f"vae.kind {vc.kind!r} needs weights.vae (a weight file or directory)")
-    path = resolve_path(config.weights.vae)
+    path = weight_path(config, "vae")
     if allow_random and not path.exists():
         warnings.warn(f"{path} not found: decoding with the latent preview decoder", stacklevel=3)
         return preview()
     if vc.kind == "builtin":
         return AutoencoderStreamingDecoder(loading.load_autoencoder(path, device))
-    return WanStreamingDecoder(loading.load_wan_vae(path, device))
+    dtype = DTYPES[config.runtime.dtype] if device.type == "cuda" else torch.float32
+    return WanStreamingDecoder(loading.load_wan_vae(path, device, dtype))
+
+
+def apply_lora(model: torch.nn.Module, config: Config) -> int:
+    """Apply `weights.lora` (if any): merged into the weights, or attached unmerged when
+    `weights.lora_merge` is false. Returns the number of layers adapted."""
+    path = weight_path(config, "lora")
+    if path is None:
+        return 0
+    pairs = loading.read_lora(path)
+    scale = lora_scale(pairs, config.weights.lora_alpha)
+    if config.weights.lora_merge:
+        merge_lora(model, pairs, scale, str(path))
+        return len(pairs)
+    return attach_lora(model, pairs, scale, str(path))
 
 
 def load_pipeline(config: Config | str = DEFAULT_CONFIG, overrides: Sequence[str] = (), *,
@@ -105,9 +123,10 @@ def load_pipeline(config: Config | str = DEFAULT_CONFIG, overrides: Sequence[str
     model = build_transformer(config.model, device, dtype)
     model.attention_backend = rt.attention
     if config.weights.transformer is not None:
-        path = resolve_path(config.weights.transformer)
+        path = weight_path(config, "transformer")
         if path.exists() or not allow_random:
-            loading.load_transformer_weights(model, path)
+            loading.load_transformer_weights(model, path, config.weights.checkpoint_key)
+            apply_lora(model, config)
         else:
             warnings.warn(f"{path} not found: using random weights (the video will be noise)", stacklevel=2)
     model.eval().requires_grad_(False)

@@ -124,12 +124,19 @@ class SwitchConfig:
 
 @dataclass
 class WeightsConfig:
-    """Weight files, relative to the repo root (see `resolve_path`); None = not used / built-in."""
+    """Weight files and directories; None = not used / built-in. Relative paths resolve against
+    `root` (`longvid generate --weights DIR` sets it), else the repo root (see `resolve_path`)."""
 
     transformer: str | None = None
     vae: str | None = None
     text: str | None = None
     lora: str | None = None
+    root: str | None = None
+    # which entry of a .pt checkpoint dict holds the generator ('generator_ema', 'generator',
+    # 'model'); None: the first of those present, else the dict itself (see loading)
+    checkpoint_key: str | None = None
+    lora_alpha: float | None = None  # None: alpha = rank (scale 1)
+    lora_merge: bool = True  # fold the LoRA into the weights at load (False: keep it separate)
 
 
 @dataclass
@@ -397,11 +404,20 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in directory.iterdir() if p.suffix == ".yaml" and p.is_file())
 
 
-def resolve_path(path: str | os.PathLike[str]) -> Path:
-    """A weight path from a config: absolute (or ~) paths as they are, others relative to the
-    repo root. Existence is not checked here (that is `loading`'s job)."""
+def resolve_path(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
+    """A weight path from a config: absolute (or ~) paths as they are, others relative to
+    `root` (a config's `weights.root`) or, without one, the repo root. Existence is not checked
+    here (that is `loading`'s job)."""
     candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+    if candidate.is_absolute():
+        return candidate
+    return (Path(root).expanduser() if root is not None else REPO_ROOT) / candidate
+
+
+def weight_path(config: Config, part: str) -> Path | None:
+    """The resolved path of `config.weights.<part>` ('transformer', 'vae', 'text', 'lora')."""
+    value = getattr(config.weights, part)
+    return None if value is None else resolve_path(value, config.weights.root)
 
 
 def config_from_dict(
@@ -630,6 +646,11 @@ def validate(config: Config) -> None:
         )
     if c.ema_alpha is not None and not 0 <= c.ema_alpha < 1:
         problems.append(f"cache.ema_alpha={c.ema_alpha} must be in [0, 1) (or null to disable)")
+    w = config.weights
+    if w.lora_alpha is not None and w.lora_alpha <= 0:
+        problems.append(f"weights.lora_alpha={w.lora_alpha} must be > 0 (or null for alpha = rank)")
+    if w.checkpoint_key is not None and not w.checkpoint_key.strip():
+        problems.append("weights.checkpoint_key is empty; name a key (e.g. generator_ema) or use null")
     if config.switch.blend_blocks < 0:
         problems.append(f"switch.blend_blocks={config.switch.blend_blocks} must be >= 0")
 

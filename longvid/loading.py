@@ -159,6 +159,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     if not path.is_file():
         raise WeightsError(f"weight file not found: {path}. Check the path, or train/download it "
                            "(see `longvid models` and docs/models.md)")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"weight file {path} is empty: the download did not finish; download it again")
     try:
         if path.suffix in SAFE_SUFFIXES:
             from safetensors import safe_open
@@ -174,10 +176,25 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     except WeightsError:
         raise
     except Exception as e:  # noqa: BLE001 - every reader failure becomes one clear message
+        if "Weights only load failed" in str(e):
+            offender = _unsafe_global(str(e))
+            raise WeightsError(
+                f"refusing to open {path}: the pickle asks to run code{offender} when loaded. longvid "
+                "opens checkpoints with torch.load(weights_only=True) and never runs such code; get "
+                "the file from its official source, or convert it to safetensors with a tool you trust"
+            ) from None
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WeightsError(f"cannot read weight file {path}: {reason}. The file is truncated, "
                            "corrupt or not a checkpoint: download or convert it again") from None
     raise WeightsError(f"{path}: unknown weight file type {path.suffix!r}; use .safetensors or .pt")
+
+
+def _unsafe_global(message: str) -> str:
+    """The global a refused pickle wanted (from torch's message), as ' (`os.system`)'."""
+    import re
+
+    m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", message)
+    return f" (`{m.group(1)}`)" if m else ""
 
 
 def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -246,7 +263,203 @@ def load_autoencoder(path: str | os.PathLike[str], device: torch.device | str = 
     return ae.to(device).eval()
 
 
-def load_transformer_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load a longvid transformer checkpoint (safetensors in diffusers' Wan naming)."""
+# ============================================================================================
+# Wan2.1 checkpoints: base directories, generator .pt dicts, LoRA, VAE
+# ============================================================================================
+# Layouts read (every one of them offline, from local files):
+#   - a weight file: .safetensors (longvid's own, `longvid convert`'s, diffusers' or the original
+#     release's names) or a .pt/.pth dict: a raw state dict, or a training checkpoint holding it
+#     under `generator_ema`, `generator` or `model` (Self-Forcing, CausVid, LongLive, Rolling
+#     Forcing, Reward Forcing), names prefixed by `model.` / `_fsdp_wrapped_module.`;
+#   - the Wan2.1-T2V-1.3B base directory in the original layout (`diffusion_pytorch_model
+#     .safetensors` with original names, `Wan2.1_VAE.pth`) or diffusers' (`transformer/`, `vae/`,
+#     `text_encoder/`, `tokenizer/`, weights possibly sharded with an index file);
+#   - LongLive's LoRA (`lora.pt`: peft names under `generator_lora`).
+GENERATOR_KEYS = ("generator_ema", "generator", "model")  # tried in this order
+LORA_KEYS = ("generator_lora", "lora")
+ORIGINAL_VAE_FILE = "Wan2.1_VAE.pth"
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_INDEX = DIFFUSERS_WEIGHTS + ".index.json"
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def select_state(obj: dict, path: Path, key: str | None = None,
+                 candidates: tuple[str, ...] = GENERATOR_KEYS) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict inside a checkpoint dict -> (tensors, which entry: a key or 'raw')."""
+    if key is not None:
+        if key not in obj:
+            have = ", ".join(sorted(str(k) for k in obj)[:8])
+            raise WeightsError(f"{path} has no entry {key!r} (it holds: {have}); "
+                               "fix weights.checkpoint_key or set it to null to pick automatically")
+        if not _is_tensor_dict(obj[key]):
+            raise WeightsError(f"{path}: entry {key!r} is not a state dict of tensors")
+        return obj[key], key
+    for name in candidates:
+        if name in obj and _is_tensor_dict(obj[name]):
+            return obj[name], name
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if tensors and len(tensors) == len(obj):
+        return tensors, "raw"
+    have = ", ".join(sorted(str(k) for k in obj)[:8])
+    raise WeightsError(f"{path} holds no state dict under {', '.join(candidates)} and is not a raw state "
+                       f"dict (it holds: {have}); name the entry with weights.checkpoint_key")
+
+
+def _read_diffusers_dir(directory: Path) -> dict[str, torch.Tensor]:
+    """diffusers' weights in a component directory: one file or shards listed by an index."""
+    index = directory / DIFFUSERS_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise WeightsError(f"{index} is not a valid shard index ({exc}): download it again") from None
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            state.update(read_state_dict(directory / shard)[0])
+        return state
+    return read_state_dict(directory / DIFFUSERS_WEIGHTS)[0]
+
+
+def _config_class(directory: Path) -> str | None:
+    config = directory / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("_class_name")
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{config} is not valid JSON ({exc}): download it again") from None
+
+
+def transformer_state_dict(path: str | os.PathLike[str], checkpoint_key: str | None = None
+                           ) -> tuple[dict[str, torch.Tensor], str]:
+    """Read the transformer's weights from any supported layout, in diffusers' names.
+
+    Returns (state, description of what was read, e.g. 'self_forcing_dmd.pt[generator_ema]').
+    """
+    from longvid import keymap
+
+    path = Path(path)
+    if path.is_dir():
+        sub = path / "transformer"
+        if sub.is_dir():  # diffusers layout root
+            state, what = _read_diffusers_dir(sub), f"{sub} (diffusers layout)"
+        elif _config_class(path) == "WanTransformer3DModel":
+            state, what = _read_diffusers_dir(path), f"{path} (diffusers layout)"
+        elif (path / DIFFUSERS_WEIGHTS).is_file() or (path / DIFFUSERS_INDEX).is_file():
+            state, what = _read_diffusers_dir(path), f"{path} (original layout)"
+        else:
+            raise WeightsError(
+                f"{path} holds no Wan transformer: expected {DIFFUSERS_WEIGHTS} (original layout) or "
+                "transformer/ (diffusers layout); see docs/models.md")
+    else:
+        obj, _ = read_state_dict(path)
+        if _is_tensor_dict(obj):
+            state, what = obj, str(path)
+        else:
+            state, entry = select_state(obj, path, checkpoint_key)
+            what = f"{path}[{entry}]"
+    renamed, unknown = keymap.state_to_diffusers(state)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        raise WeightsError(f"{what}: names that are not Wan2.1 transformer parameters: {shown}. "
+                           "Is this a Wan2.1 generator checkpoint?")
+    return renamed, what
+
+
+def load_transformer_weights(model: torch.nn.Module, path: str | os.PathLike[str],
+                             checkpoint_key: str | None = None) -> str:
+    """Load transformer weights from any supported layout (see `transformer_state_dict`) into
+    `model`, converting dtype per parameter. Returns what was read."""
+    state, what = transformer_state_dict(path, checkpoint_key)
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    load_into(model, state, what)
+    return what
+
+
+def read_lora(path: str | os.PathLike[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A LoRA file (LongLive's `lora.pt`: peft names under `generator_lora`, original Wan module
+    names; or diffusers names) -> {diffusers module path: (A (r, in), B (out, r))}."""
+    import re
+
+    from longvid import keymap
+
+    path = Path(path)
+    obj, _ = read_state_dict(path)
+    state = obj if _is_tensor_dict(obj) else select_state(obj, path, None, LORA_KEYS)[0]
+    pattern = re.compile(r"^(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$")
+    halves: dict[str, dict[str, torch.Tensor]] = {}
+    other = []
+    for key, tensor in state.items():
+        name = key.removeprefix("base_model.model.")
+        m = pattern.match(keymap.strip_wrappers(name))
+        if m is None:
+            other.append(key)
+            continue
+        halves.setdefault(m.group(1), {})[m.group(2)] = tensor
+    if other:
+        shown = ", ".join(other[:5]) + (f" (+{len(other) - 5} more)" if len(other) > 5 else "")
+        raise WeightsError(f"{path}: names that are not LoRA weights (…lora_A.weight / …lora_B.weight): "
+                           f"{shown}")
+    if not halves:
+        raise WeightsError(f"{path} holds no LoRA weights")
+    naming = keymap.naming(module + ".weight" for module in halves)
+    pairs = {}
+    for module, ab in halves.items():
+        if set(ab) != {"A", "B"}:
+            raise WeightsError(f"{path}: {module} has lora_{next(iter(ab))} but not its partner: "
+                               "the file is incomplete; download it again")
+        target = keymap.to_diffusers(module) if naming == "original" else module
+        if target is None:
+            raise WeightsError(f"{path}: LoRA targets {module}, which is not a Wan2.1 transformer layer")
+        pairs[target] = (ab["A"], ab["B"])
+    return pairs
+
+
+def load_wan_vae(path: str | os.PathLike[str], device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, vae_config: dict | None = None):
+    """diffusers' `AutoencoderKLWan` from a local Wan2.1 VAE, any layout:
+
+    - diffusers: a checkpoint root holding `vae/`, or the `vae/` directory itself;
+    - original: `Wan2.1_VAE.pth` (or the base directory holding it), renamed with diffusers'
+      converter; its architecture is Wan2.1's (diffusers' defaults) unless `vae_config` says.
+    """
+    from diffusers import AutoencoderKLWan
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / "vae" / "config.json").is_file():
+            path = path / "vae"
+        if (path / "config.json").is_file() and not (path / ORIGINAL_VAE_FILE).is_file():
+            cls = _config_class(path)
+            if cls != "AutoencoderKLWan":
+                raise WeightsError(f"{path / 'config.json'} describes a {cls!r}, not AutoencoderKLWan: "
+                                   "point weights.vae at the Wan2.1 VAE (see docs/models.md)")
+            vae = AutoencoderKLWan.from_config(AutoencoderKLWan.load_config(str(path)))
+            load_into(vae, _read_diffusers_dir(path), f"{path} (diffusers layout)")
+            return _place(vae, device, dtype)
+        if (path / ORIGINAL_VAE_FILE).is_file():
+            path = path / ORIGINAL_VAE_FILE
+        else:
+            raise WeightsError(f"{path} holds no Wan VAE: expected vae/ (diffusers layout) or "
+                               f"{ORIGINAL_VAE_FILE} (original layout); see docs/models.md")
     state, _ = read_state_dict(path)
-    load_into(model, state, str(path))
+    if not _is_tensor_dict(state):
+        raise WeightsError(f"{path} is not a VAE state dict")
+    if "conv2.weight" in state or any(k.startswith("decoder.upsamples.") for k in state):
+        from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+        state = convert_wan_vae_to_diffusers(dict(state))
+    vae = AutoencoderKLWan(**(vae_config or {}))
+    load_into(vae, state, str(path))
+    return _place(vae, device, dtype)
+
+
+def _place(module: torch.nn.Module, device: torch.device | str, dtype: torch.dtype) -> torch.nn.Module:
+    module = module.to(device)
+    if dtype != torch.float32:  # (diffusers warns on any dtype cast; skip the no-op one)
+        module = module.to(dtype=dtype)
+    return module.eval()
