@@ -127,7 +127,7 @@ class ResumePoint:
 
 def read_manifest(path: str | os.PathLike) -> ResumePoint:
     """Read a run's manifest for `--resume`. Raises ResumeError naming the problem and the fix."""
-    path = Path(path)
+    path = Path(path).resolve()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -247,7 +247,7 @@ class Mp4Writer(_ClosingContext):
         if self._closed:
             return
         self._closed = True
-        quiet = contextlib.suppress(OSError) if error is not None else contextlib.nullcontext()
+        quiet = contextlib.suppress(OSError, OutputError) if error is not None else contextlib.nullcontext()
         try:
             with quiet, self._disk_errors():
                 if self._stream is not None:
@@ -311,16 +311,15 @@ class Mp4Writer(_ClosingContext):
             self._replace = None
 
     @contextlib.contextmanager
-    def _disk_errors(self):
+    def _disk_errors(self) -> Iterator[None]:
         """An OSError while writing (disk full, I/O error) -> OutputError naming the video."""
         try:
             yield
         except OSError as exc:
             self._failed = True
             raise OutputError(
-                f"cannot write the video {self.path} ({exc.strerror or exc}): the frames before "
-                "the last keyframe are kept and play; free space or choose another disk, then "
-                "resume"
+                f"cannot write the video {self.path} ({exc.strerror or exc}): its finished "
+                "fragments are kept and play; free space or choose another disk, then resume"
             ) from exc
 
     def _open_stream(self, height: int, width: int) -> None:
@@ -378,8 +377,13 @@ class PngWriter(_ClosingContext):
         image = _check_image(frame)
         target = self.directory / PNG_NAME.format(index=frame.index)
         tmp = target.with_name(f".{target.name}.tmp")
-        iio.imwrite(tmp, image, extension=".png", compress_level=PNG_COMPRESS_LEVEL)
-        os.replace(tmp, target)
+        with disk_errors(f"the PNG {target}"):
+            try:
+                iio.imwrite(tmp, image, extension=".png", compress_level=PNG_COMPRESS_LEVEL)
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         self.count += 1
 
     def close(self, error: BaseException | None = None) -> None:
@@ -509,12 +513,25 @@ class ManifestWriter(_ClosingContext):
     def flush(self) -> None:
         """Rewrite the manifest file atomically now."""
         text = json.dumps(self.to_dict(), indent=2, default=_jsonable)
-        _atomic_write_text(self.path, text + "\n")
+        with disk_errors(f"the manifest {self.path}"):
+            _atomic_write_text(self.path, text + "\n")
         self._last_flush = time.monotonic()
         self._frames_at_flush = self.frames
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def disk_errors(what: str) -> Iterator[None]:
+    """An OSError while writing `what` (disk full, I/O error) -> one-line OutputError."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} ({exc.strerror or exc}); the frames written so far "
+                          "are kept; free space or choose another disk, then resume") from exc
 
 
 def frame_hash(image: np.ndarray) -> str:
