@@ -268,7 +268,9 @@ def _open_writers(outputs: Outputs, fps: int, info: dict, timings, checkpoints=N
 
 
 def _saved(tracker: FrameTracker, outputs: Outputs, checkpointer=None) -> str:
-    text = f"kept {tracker.frames} frame(s) in {outputs.video} (manifest {outputs.manifest})"
+    # the video writer knows what is on disk (after a write error: its finished fragments)
+    frames = checkpointer.video.frames_on_disk if checkpointer is not None else tracker.frames
+    text = f"kept {frames} frame(s) in {outputs.video} (manifest {outputs.manifest})"
     if checkpointer is not None and checkpointer.published is not None:
         text += (f"; continue from frame {checkpointer.published} with: longvid generate "
                  f"--resume {outputs.manifest}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +175,17 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             return obj, {}
     except WeightsError:
         raise
+    except pickle.UnpicklingError as e:
+        if "weights_only" not in str(e).lower() and "Weights only" not in str(e):
+            raise WeightsError(f"cannot read weight file {path}: {str(e).splitlines()[0]}. The file "
+                               "is truncated, corrupt or not a checkpoint: download or convert it "
+                               "again") from None
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise WeightsError(f"refused to load {path}: it is a pickle that would run code or build "
+                           f"objects other than tensors{what}, and longvid never executes a "
+                           "checkpoint; use a .safetensors file, or convert this one where you "
+                           "trust its origin") from None
     except Exception as e:  # noqa: BLE001 - every reader failure becomes one clear message
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WeightsError(f"cannot read weight file {path}: {reason}. The file is truncated, "
