@@ -283,3 +283,40 @@ def test_bad_resume(tiny, tmp_path, row):
         else:
             args, fragments = ["--seed", "4"], ["drop --seed"]
     one_line_error(runner.invoke(app, ["generate", "--resume", name, *args]), *fragments)
+
+
+# --- property: whatever the timeline file holds, the CLI never shows a traceback --------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import cli.app as cli_app  # noqa: E402
+
+
+class Parsed(Exception):
+    """Raised instead of loading the model: the timeline was accepted."""
+
+
+TIMELINE_TEXT = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=10),
+                 lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                     st.sampled_from(["seconds", "prompts", "at", "text", "switch_frame_indices", "x"]),
+                     c, max_size=3), max_leaves=10).map(lambda d: yaml.safe_dump(d).encode()),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=TIMELINE_TEXT, suffix=st.sampled_from([".yaml", ".jsonl", ".yml"]))
+def test_random_timeline_files_never_crash_the_cli(tiny, tmp_path, monkeypatch, content, suffix):
+    def parsed(*args, **kwargs):
+        raise Parsed
+
+    monkeypatch.setattr(cli_app, "_load", parsed)
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(content)
+    result = generate("--timeline", str(path), "--config", tiny, "--out", "r.mp4", "--overwrite")
+    if isinstance(result.exception, Parsed):
+        return
+    one_line_error(result, str(path))
