@@ -320,3 +320,27 @@ def test_random_timeline_files_never_crash_the_cli(tiny, tmp_path, monkeypatch, 
     if isinstance(result.exception, Parsed):
         return
     one_line_error(result, str(path))
+
+
+def test_resume_with_changed_weights_is_refused(tiny, tmp_path, weights, monkeypatch):
+    """A run stopped by SIGINT (in this process), then its weights replaced: resuming would not
+    give the frames of the original run, so it is refused."""
+    import signal
+
+    real = writers.ManifestWriter.write
+
+    def write(self, frame):
+        real(self, frame)
+        if frame.index == 30:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(writers.ManifestWriter, "write", write)
+    result = generate("a ball", "--seconds", "10", "--config", tiny, "--out", "w.mp4")
+    assert result.exit_code == 130, result.output
+    monkeypatch.setattr(writers.ManifestWriter, "write", real)
+    assert json.loads((tmp_path / "w.json").read_text())["resume"]["frame"] == 33
+
+    torch.manual_seed(1)
+    save_safetensors(build_transformer(tiny_config().model), weights)  # other weights, same file
+    one_line_error(runner.invoke(app, ["generate", "--resume", "w.json"]),
+                   "model weights changed", "without --resume")

@@ -216,3 +216,21 @@ def test_external_sigterm_on_a_long_run(workdir):
     m = manifest(workdir, "long")
     assert m["status"] == "interrupted" and m["frames"] > 0 and (m["frames"] - 9) % 12 == 0
     assert decoded(workdir / "long.mp4") == m["frames"] == m["resume"]["frame"]
+
+
+def test_same_seed_same_frames_across_processes(workdir, reference, monkeypatch):
+    """Point 4: the reference ran in its own process; the same seed, config and timeline in this
+    process give the same frame hashes, and another seed does not."""
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("CI", "true")
+    for seed, name in (("3", "again"), ("4", "other")):
+        result = CliRunner().invoke(app, ["generate", "a red ball bouncing", "--seconds", str(SECONDS),
+                                          "--seed", seed, "--config", "tiny.yaml", "--out", f"{name}.mp4"])
+        assert result.exit_code == 0, result.output
+    assert manifest(workdir, "again")["frame_hashes"] == reference["frame_hashes"]
+    other = manifest(workdir, "other")["frame_hashes"]
+    assert sum(a == b for a, b in zip(other, reference["frame_hashes"])) == 0
