@@ -167,6 +167,7 @@ class FrameTracker:
     def __init__(self, total: int, progress: Optional[Progress], plain: bool) -> None:
         self.total = total
         self.frames = 0
+        self.start = 0  # frames already in the video (a resumed run)
         self.write_s = 0.0  # time the writers (encoding, PNG, manifest) held the stream
         self.size: Optional[tuple[int, int]] = None  # (width, height)
         self._progress = progress
@@ -297,7 +298,7 @@ def _drop_pngs_after(png_dir: Optional[Path], frames: int) -> None:
 def _summary(tracker: FrameTracker, fps: int, wall_s: float, timings: dict,
              outputs: Outputs) -> None:
     width, height = tracker.size or (0, 0)
-    rate = tracker.frames / wall_s if wall_s > 0 else 0.0
+    rate = (tracker.frames - tracker.start) / wall_s if wall_s > 0 else 0.0
     typer.echo(f"wrote {tracker.frames} frames ({tracker.frames / fps:.2f} s of video, "
                f"{width}x{height} @ {fps} fps) in {wall_s:.2f} s: {rate:.1f} frames/s")
     stages = [f"{key[:-2]} {value:.2f} s" for key, value in timings.items() if key.endswith("_s")]
@@ -422,7 +423,7 @@ def generate(
                     writers = _open_writers(outputs, fps, info, timings, checkpoints,
                                             (state.frames, record) if point else None)
                 if state is not None:
-                    tracker.frames = state.frames
+                    tracker.frames = tracker.start = state.frames
                 t0 = time.perf_counter()
                 try:
                     write_stream(tracker.wrap(pipeline.stream(
