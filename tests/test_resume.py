@@ -114,3 +114,28 @@ def test_state_of_another_cache_layout_is_refused(tmp_path):
     other = tiny_pipeline(tiny_config(cache=dict(sink_frames=1, window_frames=6)))
     with pytest.raises(ResumeError, match="damaged or not a longvid state"):
         load_state(path, other.new_cache())
+
+
+@pytest.mark.parametrize("make", ["wan21", "wan22"])
+def test_wan_decoder_state_survives_a_save_and_load(tmp_path, make):
+    """The Wan VAE's causal cache (a list of tensors, empty slots or 'Rep' marks) goes through the
+    state file's packing; a new decoder continues bit for bit."""
+    from test_vae import latents, tiny_wan21, tiny_wan22
+
+    from longvid.state import _pack, _unpack
+    from longvid.vae import WanStreamingDecoder
+
+    vae = {"wan21": tiny_wan21, "wan22": tiny_wan22}[make]()
+    z = latents(9)
+    whole = WanStreamingDecoder(vae)
+    expected = torch.cat([whole.decode(b) for b in z.split(3, dim=2)], dim=2)
+
+    first = WanStreamingDecoder(vae)
+    head = [first.decode(b) for b in z[:, :, :6].split(3, dim=2)]
+    tensors: dict = {}
+    skeleton = _pack(first.get_state(), tensors)
+    assert any(isinstance(c, torch.Tensor) for c in first.get_state()["cache"])
+    second = WanStreamingDecoder(vae)  # another decoder: nothing shared but the file's content
+    second.set_state(_unpack(skeleton, tensors))
+    tail = second.decode(z[:, :, 6:])
+    assert torch.equal(torch.cat([*head, tail], dim=2), expected)
