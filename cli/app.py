@@ -415,8 +415,9 @@ def generate(
             with StopOnSignal(signals.echo) as stop:
                 def checkpoints(video, manifest_writer) -> Checkpointer:
                     nonlocal checkpointer
-                    checkpointer = Checkpointer(state_path_for(outputs.manifest), pipeline, video,
-                                                manifest_writer, meta, checkpoint_every, stop)
+                    checkpointer = Checkpointer(
+                        state_path_for(outputs.manifest), pipeline, video, manifest_writer, meta,
+                        checkpoint_every, stop, resumed_at=state.frames if state else None)
                     return checkpointer
 
                 with _user_errors():

@@ -49,11 +49,13 @@ class Checkpointer:
 
     Place it after the Mp4Writer and before the ManifestWriter in the writer list, and pass
     `on_block` to `StreamPipeline.stream`. `stop`: a `signals.StopOnSignal` whose request is
-    honoured at the end of the block (after saving the state).
+    honoured at the end of the block (after saving the state). `resumed_at`: the frame a resumed
+    run continues from (its state file stays the resume point until a newer one is published).
     """
 
     def __init__(self, path: str | os.PathLike, pipeline, video, manifest, meta: dict[str, Any],
-                 every_blocks: int = DEFAULT_CHECKPOINT_EVERY, stop=None) -> None:
+                 every_blocks: int = DEFAULT_CHECKPOINT_EVERY, stop=None,
+                 resumed_at: int | None = None) -> None:
         if every_blocks < 0:
             raise ValueError(f"every_blocks must be >= 0, got {every_blocks}")
         self.path = Path(path)
@@ -64,6 +66,9 @@ class Checkpointer:
         self.every_blocks = every_blocks
         self.stop = stop
         self.published: int | None = None  # frame of the last published resume point
+        if resumed_at is not None:  # a resumed run: its state file is the resume point so far
+            self.published = resumed_at
+            self.manifest.resume = {"state": str(self.path), "frame": resumed_at}
         self._pending: tuple[StreamState, dict] | None = None
         self._closed = False
 

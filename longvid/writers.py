@@ -166,7 +166,6 @@ class Mp4Writer(_ClosingContext):
         self._replace: Path | None = None
         target = self.path
         if resume_frames is not None:
-            _require_writable_dir(self.path.parent, f"MP4 video {self.path}")
             self._replace = self.path.with_name(f".{self.path.name}.resume.tmp")
             target = self._replace
 
@@ -193,7 +192,8 @@ class Mp4Writer(_ClosingContext):
             try:
                 self._copy_frames(resume_frames)
             except BaseException:
-                self._container.close()
+                with contextlib.suppress(Exception):
+                    self._container.close()
                 self._file.close()
                 self._replace.unlink(missing_ok=True)
                 raise
@@ -266,11 +266,6 @@ class Mp4Writer(_ClosingContext):
         if not self._failed:
             self.frames_on_disk = self._packets_muxed
         self._finish_replace()
-
-    @property
-    def frames(self) -> int:
-        """Frames in the video so far (kept ones included)."""
-        return self._frames_in
 
     def _copy_frames(self, count: int) -> None:
         """Resume: copy the first `count` frames of the existing video, without re-encoding."""

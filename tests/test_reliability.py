@@ -234,3 +234,41 @@ def test_same_seed_same_frames_across_processes(workdir, reference, monkeypatch)
     assert manifest(workdir, "again")["frame_hashes"] == reference["frame_hashes"]
     other = manifest(workdir, "other")["frame_hashes"]
     assert sum(a == b for a, b in zip(other, reference["frame_hashes"])) == 0
+
+
+def test_resumed_run_stopped_at_once_keeps_its_resume_point(workdir, reference, monkeypatch):
+    """In this process: SIGINT at frame 30; the resumed run is stopped at once (two SIGINTs) on
+    its first new frame; the resume point is still there and a third run completes the video."""
+    from typer.testing import CliRunner
+
+    from cli.app import app
+    from longvid import writers
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("CI", "true")
+    real = writers.ManifestWriter.write
+    plan: list[int] = []
+
+    def write(self, frame):
+        real(self, frame)
+        for at in plan:
+            if frame.index == at:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(writers.ManifestWriter, "write", write)
+    runner = CliRunner()
+    plan[:] = [30]
+    result = runner.invoke(app, ["generate", "a red ball bouncing", "--seconds", str(SECONDS), "--seed", "3",
+                                 "--config", "tiny.yaml", "--out", "again.mp4", "--overwrite"])
+    assert result.exit_code == 130, result.output
+    plan[:] = [33, 33]
+    result = runner.invoke(app, ["generate", "--resume", "again.json"])
+    assert result.exit_code == 130, result.output
+    m = manifest(workdir, "again")
+    assert m["frames"] == 34 == decoded(workdir / "again.mp4") and m["resume"]["frame"] == 33
+    assert "--resume" in result.stderr
+    plan[:] = []
+    assert runner.invoke(app, ["generate", "--resume", "again.json"]).exit_code == 0
+    m = manifest(workdir, "again")
+    assert m["status"] == "finished" and m["frame_hashes"] == reference["frame_hashes"]
+    assert m["resumed_at"] == [33]  # the frames after 33 were all made by the last run
