@@ -195,27 +195,33 @@ def test_sigkill_before_the_first_checkpoint(workdir):
     assert "saved no resume state" in err
 
 
-def test_external_sigterm_on_a_long_run(workdir):
+@pytest.mark.parametrize("sig, moment", [(signal.SIGINT, "first frames"),
+                                         (signal.SIGTERM, "after a checkpoint")])
+def test_external_signal_on_a_long_run(workdir, sig, moment):
     """A signal from outside, at whatever moment the run is at: the block is finished and
     every frame made is in the video."""
+    name = f"long-{sig.name}"
     proc = run(workdir, "generate", "a ball", "--seconds", "3600", "--config", "tiny.yaml",
-               "--out", "long.mp4", wait=False)
+               "--out", f"{name}.mp4", wait=False)
     try:
         deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:  # wait for frames on disk (the manifest's count)
-            path = workdir / "long.json"
-            if path.exists() and json.loads(path.read_text())["frames"] > 0:
+        while time.monotonic() < deadline and proc.poll() is None:
+            path = workdir / f"{name}.json"
+            if moment == "first frames" and path.exists() and json.loads(path.read_text())["frames"] > 0:
                 break
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+            if moment == "after a checkpoint" and (workdir / f"{name}.state.safetensors").exists():
+                break
+            time.sleep(0.1)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, err
-    m = manifest(workdir, "long")
-    assert m["status"] == "interrupted" and m["frames"] > 0 and (m["frames"] - 9) % 12 == 0
-    assert decoded(workdir / "long.mp4") == m["frames"] == m["resume"]["frame"]
+    assert proc.returncode == 128 + sig, err
+    m = manifest(workdir, name)
+    assert (m["status"], m["reason"]) == ("interrupted", sig.name)
+    assert m["frames"] > 0 and (m["frames"] - 9) % 12 == 0  # whole blocks
+    assert decoded(workdir / f"{name}.mp4") == m["frames"] == m["resume"]["frame"]
 
 
 def test_same_seed_same_frames_across_processes(workdir, reference, monkeypatch):
