@@ -8,9 +8,12 @@ Kill-safety, writer by writer:
 - `Mp4Writer` writes fragmented MP4: a fragment is cut at every keyframe and flushed to the OS
   (and fsynced) at once, so a file cut off at any moment plays up to its last complete fragment.
   Readers should stop at the first decode error: only the fragment being written can be partial.
+  `cut()` ends a fragment at the next frame (checkpoints use it); `resume_frames=N` continues an
+  existing video after its first N frames (copied as they are, not re-encoded).
 - `PngWriter` writes each image to a temp file and renames it, so every `frame_*.png` is whole.
 - `ManifestWriter` rewrites its JSON atomically (temp file + `os.replace`) at open, periodically
   and at close.
+- A write that fails (disk full, I/O error) raises a one-line `OutputError` naming the file.
 """
 
 from __future__ import annotations
@@ -393,6 +396,10 @@ class ManifestWriter(_ClosingContext):
     paths, numpy values and dataclasses are converted) plus what it observes in the stream: the
     frame count, the first frame at which each prompt took effect, every prompt switch, and the
     per-stage timings returned by `timings()` each time the file is written.
+
+    It also records a hash of every frame (`frame_hashes`, see `frame_hash`: equal frames, equal
+    hashes, so runs can be compared although the MP4 is lossy) and, when a `resume.Checkpointer`
+    sets it, where the run can be resumed from (`resume`).
 
     The file is rewritten atomically at open, every `every_frames` frames or `every_seconds`
     seconds (whichever comes first), and at close. At close `complete` becomes true and
