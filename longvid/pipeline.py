@@ -12,7 +12,10 @@ For every engine step of the schedule (see `schedule.py`):
 6. on a commit step, one forward at t = 0 writes the block's clean keys/values into the cache.
 
 All noise is a pure function of (seed, frame, step of that frame), so a run is reproducible
-frame for frame whatever the schedule's layout or where it was resumed.
+frame for frame whatever the schedule's layout or where it was resumed. Everything else the loop
+carries from step to step lives in one `StreamState` (cache, frames in flight, clean latents,
+prompt, position in the schedule): saved between two blocks (`snapshot`, `state.save_state`) and
+passed back to `stream`, it continues the video exactly (see `resume.py`).
 """
 
 from __future__ import annotations
