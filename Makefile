@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench soak clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ test: install
 
 bench: install
 	$(BIN)/python scripts/bench_stream.py --minutes 10
+
+soak: install
+	$(BIN)/python scripts/soak.py --minutes 10 --out runs/soak
 
 clean:
 	rm -rf $(VENV) out

@@ -29,9 +29,15 @@ from rich.text import Text
 
 from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline, weights_status
 from longvid.config import available_configs, config_dir, config_to_dict, load_config
-from longvid.errors import LongvidError, OutputError, TimelineError, WeightsError
+from longvid import signals
+from longvid.errors import LongvidError, OutputError, ResumeError, TimelineError, WeightsError
 from longvid.evaluate import evaluate_video, format_report
 from longvid.frames import Frame
+from longvid.resume import (
+    DEFAULT_CHECKPOINT_EVERY, Checkpointer, ResumePoint, checkpoint_meta, load_resume_state,
+    read_manifest, state_path_for,
+)
+from longvid.signals import StopOnSignal
 from longvid.writers import ManifestWriter, Mp4Writer, PngWriter, write_stream
 
 EXIT_USER_ERROR = 2
@@ -178,6 +184,7 @@ class FrameTracker:
     def __init__(self, total: int, progress: Optional[Progress], plain: bool) -> None:
         self.total = total
         self.frames = 0
+        self.start = 0  # frames already in the video (a resumed run)
         self.write_s = 0.0  # time the writers (encoding, PNG, manifest) held the stream
         self.size: Optional[tuple[int, int]] = None  # (width, height)
         self._progress = progress
@@ -254,14 +261,23 @@ def _load(config, random_weights: bool):
     return pipeline
 
 
-def _open_writers(outputs: Outputs, fps: int, info: dict, timings) -> list:
-    """MP4 always, PNG if asked, manifest always; if one cannot open, close those that did."""
+def _open_writers(outputs: Outputs, fps: int, info: dict, timings, checkpoints=None,
+                  resume=None) -> list:
+    """MP4 always, PNG if asked, resume checkpoints if `checkpoints` (a function of the MP4 and
+    manifest writers -> Checkpointer), manifest always; if one cannot open, close those that
+    did. `resume`: (frames to keep, manifest record) of a resumed run."""
     writers: list = []
     try:
-        writers.append(Mp4Writer(outputs.video, fps))
+        video = Mp4Writer(outputs.video, fps, resume_frames=resume[0] if resume else None)
+        writers.append(video)
         if outputs.png_dir is not None:
             writers.append(PngWriter(outputs.png_dir))
-        writers.append(ManifestWriter(outputs.manifest, info, timings))
+        manifest = ManifestWriter(outputs.manifest, info, timings)
+        if resume:
+            manifest.restore(resume[1])
+        if checkpoints is not None:
+            writers.append(checkpoints(video, manifest))
+        writers.append(manifest)
     except BaseException as error:
         for writer in writers:
             writer.close(error)
@@ -269,14 +285,37 @@ def _open_writers(outputs: Outputs, fps: int, info: dict, timings) -> list:
     return writers
 
 
-def _saved(tracker: FrameTracker, outputs: Outputs) -> str:
-    return f"kept {tracker.frames} frame(s) in {outputs.video} (manifest {outputs.manifest})"
+def _saved(tracker: FrameTracker, outputs: Outputs, checkpointer=None) -> str:
+    # the video writer knows what is on disk (after a write error: its finished fragments)
+    frames = checkpointer.video.frames_on_disk if checkpointer is not None else tracker.frames
+    text = f"kept {frames} frame(s) in {outputs.video} (manifest {outputs.manifest})"
+    if checkpointer is not None and checkpointer.published is not None:
+        text += (f"; continue from frame {checkpointer.published} with: longvid generate "
+                 f"--resume {outputs.manifest}")
+    return text
+
+
+def _resume_point(resume: Path, given: dict) -> ResumePoint:
+    """--resume MANIFEST: the run's settings come from its manifest, so none may be given."""
+    clashing = [name for name, value in given.items() if value]
+    if clashing:
+        raise ResumeError(f"--resume takes the run's settings from its manifest; drop "
+                          f"{', '.join(clashing)}")
+    return read_manifest(resume)
+
+
+def _drop_pngs_after(png_dir: Optional[Path], frames: int) -> None:
+    """Resume: PNGs of frames after the resume point are made again."""
+    if png_dir is not None and png_dir.is_dir():
+        for path in png_dir.glob(PNG_GLOB):
+            if int(path.stem.rsplit("_", 1)[-1]) >= frames:
+                path.unlink()
 
 
 def _summary(tracker: FrameTracker, fps: int, wall_s: float, timings: dict,
              outputs: Outputs) -> None:
     width, height = tracker.size or (0, 0)
-    rate = tracker.frames / wall_s if wall_s > 0 else 0.0
+    rate = (tracker.frames - tracker.start) / wall_s if wall_s > 0 else 0.0
     typer.echo(f"wrote {tracker.frames} frames ({tracker.frames / fps:.2f} s of video, "
                f"{width}x{height} @ {fps} fps) in {wall_s:.2f} s: {rate:.1f} frames/s")
     stages = [f"{key[:-2]} {value:.2f} s" for key, value in timings.items() if key.endswith("_s")]
@@ -315,6 +354,12 @@ def generate(
     random_weights: Annotated[bool, typer.Option(
         "--random-weights",
         help="If the config's transformer weights are missing, use random ones (noise video).")] = False,
+    resume: Annotated[Optional[Path], typer.Option(
+        metavar="MANIFEST", help="Continue a stopped run from its manifest (out.json); the video "
+        "grows to the frames an unstopped run gives.", show_default=False)] = None,
+    checkpoint_every: Annotated[int, typer.Option(
+        metavar="BLOCKS", min=0, help="Save the resume state every BLOCKS blocks (0: only when "
+        "stopped by Ctrl-C / SIGTERM).")] = DEFAULT_CHECKPOINT_EVERY,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
 ) -> None:
     """Generate a video from PROMPT or a --timeline of prompts, streaming it to an MP4.
@@ -333,15 +378,31 @@ def generate(
         longvid generate "a corgi surfing" --config longlive-1.3b --weights ~/models
     """
     interactive, plain = _interactive(), not quiet
-    tracker = None
+    tracker = checkpointer = point = state = None
     try:
         with _user_errors():
-            cfg = _load_config(config, overrides, weights)
-            tl = make_timeline(cfg, prompt, timeline, seconds,
-                               **_jsonl_options(timeline, line, switch_frames))
-            outputs = Outputs.prepare(out, manifest, png_dir, overwrite)
+            if resume is not None:
+                point = _resume_point(resume, {
+                    "PROMPT": prompt, "--seconds": seconds, "--timeline": timeline,
+                    "--config": config != DEFAULT_CONFIG, "--set": overrides, "--seed": seed,
+                    "--out": out != Path("out.mp4"), "--png-dir": png_dir, "--manifest": manifest,
+                    "--line": line, "--switch-frames": switch_frames, "--overwrite": overwrite,
+                    "--random-weights": random_weights, "--weights": weights})
+                cfg, tl, seed = point.config, point.timeline, point.seed
+                outputs = Outputs(point.video, point.manifest_path, point.png_dir)
+                random_weights = point.random_weights
+            else:
+                cfg = _load_config(config, overrides, weights)
+                tl = make_timeline(cfg, prompt, timeline, seconds,
+                                   **_jsonl_options(timeline, line, switch_frames))
+                outputs = Outputs.prepare(out, manifest, png_dir, overwrite)
         t0 = time.perf_counter()
         pipeline = _load(cfg, random_weights)
+        with _user_errors():
+            if point is not None:
+                state, record = load_resume_state(point, pipeline)
+                _drop_pngs_after(outputs.png_dir, state.frames)
+            meta = checkpoint_meta(cfg, tl, seed, pipeline)
         load_s = time.perf_counter() - t0
 
         fps = cfg.video.fps
@@ -356,31 +417,47 @@ def generate(
             "versions": {"longvid": _version(), "torch": torch.__version__},
             "device": str(pipeline.device),
         }
+        if point is not None:
+            info = {**point.manifest["info"], "versions": info["versions"], "device": info["device"]}
 
         def timings() -> dict:
             return {**pipeline.stats.as_dict(), "load_s": round(load_s, 4),
                     "write_s": round(tracker.write_s, 4)}
 
-        if plain and not interactive:
+        if plain and not interactive and point is not None:
+            typer.echo(f"resuming {outputs.video} at frame {state.frames} of {total}", err=True)
+        elif plain and not interactive:
             typer.echo(f"generating {total} frames ({tl.seconds:g} s at {fps} fps, "
                        f"{len(tl.prompts)} prompt(s)) with {cfg.name}, seed {seed} -> {outputs.video}",
                        err=True)
         with (_progress_bar() if plain and interactive else contextlib.nullcontext()) as progress:
             tracker = FrameTracker(total, progress, plain)
-            with _user_errors():
-                writers = _open_writers(outputs, fps, info, timings)
-            t0 = time.perf_counter()
-            try:
-                write_stream(tracker.wrap(pipeline.stream(tl, seed=seed)), writers)
-            except LongvidError as error:
-                _fail(f"{error} ({_saved(tracker, outputs)})")
+            with StopOnSignal(signals.echo) as stop:
+                def checkpoints(video, manifest_writer) -> Checkpointer:
+                    nonlocal checkpointer
+                    checkpointer = Checkpointer(
+                        state_path_for(outputs.manifest), pipeline, video, manifest_writer, meta,
+                        checkpoint_every, stop, resumed_at=state.frames if state else None)
+                    return checkpointer
+
+                with _user_errors():
+                    writers = _open_writers(outputs, fps, info, timings, checkpoints,
+                                            (state.frames, record) if point else None)
+                if state is not None:
+                    tracker.frames = tracker.start = state.frames
+                t0 = time.perf_counter()
+                try:
+                    write_stream(tracker.wrap(pipeline.stream(
+                        tl, seed=seed, state=state, on_block=checkpointer.on_block)), writers)
+                except LongvidError as error:
+                    _fail(f"{error} ({_saved(tracker, outputs, checkpointer)})")
             wall_s = time.perf_counter() - t0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         if tracker is not None and tracker.frames > 0:
-            typer.echo(f"interrupted: {_saved(tracker, outputs)}", err=True)
+            typer.echo(f"interrupted: {_saved(tracker, outputs, checkpointer)}", err=True)
         else:
             typer.echo("interrupted before any frame was made", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(getattr(error, "exit_code", EXIT_INTERRUPTED)) from None
     if plain:
         _summary(tracker, fps, wall_s, timings(), outputs)
 

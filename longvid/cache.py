@@ -212,6 +212,22 @@ class KVCache:
                 self.floor = self.committed = int(redo[0])
         return redo
 
+    def state_dict(self) -> dict:
+        """Everything the cache holds (copies), for saving a stream's state; see `load_state_dict`."""
+        return {"k": self.k.clone(), "v": self.v.clone(), "slot_frame": self.slot_frame.clone(),
+                "committed": self.committed, "floor": self.floor, "max_slot_used": self._max_slot_used}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict` into this cache (same layout: layers, slots, tokens, heads)."""
+        if tuple(state["k"].shape) != tuple(self.k.shape):
+            raise ValueError(f"saved KV cache has shape {tuple(state['k'].shape)}, this cache "
+                             f"{tuple(self.k.shape)}")
+        self.k.copy_(state["k"])
+        self.v.copy_(state["v"])
+        self.slot_frame.copy_(state["slot_frame"])
+        self.committed, self.floor = int(state["committed"]), int(state["floor"])
+        self._max_slot_used = int(state["max_slot_used"])
+
     def memory_bytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2
 

@@ -20,3 +20,8 @@ class WeightsError(LongvidError):
 
 class OutputError(LongvidError):
     """An output path cannot be written."""
+
+
+class ResumeError(LongvidError):
+    """A run cannot be resumed: its manifest or saved state is missing, damaged or does not
+    match."""

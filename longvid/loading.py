@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -176,13 +177,12 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     except WeightsError:
         raise
     except Exception as e:  # noqa: BLE001 - every reader failure becomes one clear message
-        if "Weights only load failed" in str(e):
-            offender = _unsafe_global(str(e))
+        if "weights only load failed" in str(e).lower():  # torch refused a global: never run it
             raise WeightsError(
-                f"refusing to open {path}: the pickle asks to run code{offender} when loaded. longvid "
-                "opens checkpoints with torch.load(weights_only=True) and never runs such code; get "
-                "the file from its official source, or convert it to safetensors with a tool you trust"
-            ) from None
+                f"refusing to open {path}: the pickle asks to run code{_unsafe_global(str(e))} when "
+                "loaded, and longvid never executes a checkpoint (it reads them with "
+                "torch.load(weights_only=True)); use a .safetensors file, or convert this one where "
+                "you trust its origin") from None
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WeightsError(f"cannot read weight file {path}: {reason}. The file is truncated, "
                            "corrupt or not a checkpoint: download or convert it again") from None
@@ -191,8 +191,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 
 def _unsafe_global(message: str) -> str:
     """The global a refused pickle wanted (from torch's message), as ' (`os.system`)'."""
-    import re
-
     m = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", message)
     return f" (`{m.group(1)}`)" if m else ""
 

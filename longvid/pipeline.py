@@ -12,15 +12,19 @@ For every engine step of the schedule (see `schedule.py`):
 6. on a commit step, one forward at t = 0 writes the block's clean keys/values into the cache.
 
 All noise is a pure function of (seed, frame, step of that frame), so a run is reproducible
-frame for frame whatever the schedule's layout or where it was resumed.
+frame for frame whatever the schedule's layout or where it was resumed. Everything else the loop
+carries from step to step lives in one `StreamState` (cache, frames in flight, clean latents,
+prompt, position in the schedule): saved between two blocks (`snapshot`, `state.save_state`) and
+passed back to `stream`, it continues the video exactly (see `resume.py`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from itertools import islice
 
 import torch
 
@@ -29,6 +33,7 @@ from .errors import ConfigError
 from .frames import Frame
 from .model import TextContext
 from .schedule import FlowMatch, Schedule, make_schedule
+from .state import StreamState
 from .vae import to_uint8
 
 _MASK64 = (1 << 64) - 1
@@ -190,42 +195,57 @@ class StreamPipeline:
         self.stats.recache_s += dt
         self.stats.recaches += 1
 
-    def latents(self, timeline, seed: int = 0) -> Iterator[tuple[int, torch.Tensor, int]]:
-        """Yield (block index, clean latents (1, C, k, h, w), prompt index) as blocks finish."""
-        sched, k = self.schedule, self.schedule.block_frames
-        num_frames = timeline.num_latent_frames
-        shape = (self.latent_channels, *self.latent_hw)
+    def new_state(self, seed: int = 0) -> StreamState:
+        """The state of a stream that has not started: empty cache, nothing in flight."""
+        return StreamState(seed=seed, cache=self.new_cache())
+
+    def snapshot(self, state: StreamState) -> StreamState:
+        """A copy of `state` (taken between blocks) with the decoder's causal cache, for
+        `state.save_state`. The live stream is not touched."""
         cache = self.new_cache()
-        x: dict[int, torch.Tensor] = {}  # frames in flight: current noisy latents (C, h, w)
-        clean: dict[int, torch.Tensor] = {}  # clean latents of frames the cache can see
-        ctx_key, ctx = None, None
+        cache.load_state_dict(state.cache.state_dict())
+        return replace(state, cache=cache, x={f: t.clone() for f, t in state.x.items()},
+                       clean={f: t.clone() for f, t in state.clean.items()},
+                       decoder=self.decoder.get_state())
+
+    def latents(self, timeline, seed: int = 0, state: StreamState | None = None,
+                ) -> Iterator[tuple[int, torch.Tensor, int]]:
+        """Yield (block index, clean latents (1, C, k, h, w), prompt index) as blocks finish.
+
+        `state` (see `StreamState`): the loop's state, updated in place; pass a loaded one to
+        continue a stream where it was saved (its seed wins over `seed`)."""
+        s = state if state is not None else self.new_state(seed)
+        sched, k = self.schedule, self.schedule.block_frames
+        shape = (self.latent_channels, *self.latent_hw)
+        ctx = None if s.prompt_key is None else self.context(*s.prompt_key)
         block_t0 = time.perf_counter()
-        for step in sched.steps(num_frames):
+        for step in islice(sched.steps(timeline.num_latent_frames), s.step, None):
+            s.step += 1
             frames = torch.arange(step.start, step.stop)
             if step.commit:
-                xc = torch.stack([clean[f] for f in step.frames], dim=1)[None]
-                _, dt = self._forward(xc, step.t, ctx, cache, frames, commit=True)
+                xc = torch.stack([s.clean[f] for f in step.frames], dim=1)[None]
+                _, dt = self._forward(xc, step.t, ctx, s.cache, frames, commit=True)
                 self.stats.generator_s += dt
-                keep = set(cache.visible_committed().tolist()) | set(x)
-                for f in [f for f in clean if f not in keep]:
-                    del clean[f]
+                keep = set(s.cache.visible_committed().tolist()) | set(s.x)
+                for f in [f for f in s.clean if f not in keep]:
+                    del s.clean[f]
                 continue
 
             # 1. the prompt of the newest block in flight; switch if it changed
             key, new_ctx = self._block_context(timeline, (step.stop - 1) // k)
-            if key != ctx_key:
+            if key != s.prompt_key:
                 if ctx is not None and self.config.switch.mode == "recache":
-                    self._recache(cache, clean, new_ctx)
-                ctx_key, ctx = key, new_ctx
+                    self._recache(s.cache, s.clean, new_ctx)
+                s.prompt_key, ctx = key, new_ctx
 
             # 2. frames entering start as pure noise
             for f, level in zip(step.frames, step.denoise_index.tolist()):
                 if level == 0:
-                    x[f] = frame_noise(seed, f, 0, shape)
+                    s.x[f] = frame_noise(s.seed, f, 0, shape)
 
             # 3. one forward over the frames in flight -> x0
-            xt = torch.stack([x[f] for f in step.frames], dim=1)[None]  # (1, C, F, h, w)
-            flow, dt = self._forward(xt, step.t, ctx, cache, frames, commit=False)
+            xt = torch.stack([s.x[f] for f in step.frames], dim=1)[None]  # (1, C, F, h, w)
+            flow, dt = self._forward(xt, step.t, ctx, s.cache, frames, commit=False)
             self.stats.generator_s += dt
             x0 = self.flow.to_x0(xt, flow, step.t)
             predicted = self.flow.to_noise(xt, flow, step.t) if self.config.schedule.renoise == "predicted" else None
@@ -237,11 +257,11 @@ class StreamPipeline:
                     if predicted is not None:
                         noise = predicted[:, :, i : i + 1]
                     else:
-                        noise = frame_noise(seed, f, int(step.denoise_index[i]) + 1, shape)[None, :, None]
-                    x[f] = self.flow.add_noise(x0[:, :, i : i + 1], noise, t_next)[0, :, 0]
+                        noise = frame_noise(s.seed, f, int(step.denoise_index[i]) + 1, shape)[None, :, None]
+                    s.x[f] = self.flow.add_noise(x0[:, :, i : i + 1], noise, t_next)[0, :, 0]
                 else:
-                    clean[f] = x0[0, :, i]
-                    del x[f]
+                    s.clean[f] = x0[0, :, i]
+                    del s.x[f]
 
             # 5. hand over each finished block
             done = step.finished
@@ -250,17 +270,25 @@ class StreamPipeline:
                 self.stats.blocks += 1
                 self.stats.block_seconds.append(time.perf_counter() - block_t0)
                 block_t0 = time.perf_counter()
-                lat = torch.stack([clean[f] for f in done], dim=1)[None]
+                lat = torch.stack([s.clean[f] for f in done], dim=1)[None]
                 yield block, lat, timeline.prompt_index_at(block * k)
 
-    def stream(self, timeline, seed: int = 0) -> Iterator[Frame]:
-        """Yield the video's frames as they are made. `timeline` gives prompts and length."""
+    def stream(self, timeline, seed: int = 0, state: StreamState | None = None,
+               on_block: Callable[[StreamState], None] | None = None) -> Iterator[Frame]:
+        """Yield the video's frames as they are made. `timeline` gives prompts and length.
+
+        state: continue from a saved `StreamState` (see `latents`). on_block: called with the
+        live state after the consumer has taken each block's last frame (the loop is between
+        blocks: the moment to save the state, or to stop cleanly by raising)."""
         self.stats = StreamStats()
         self._contexts.clear()
         self.decoder.reset()
+        s = state if state is not None else self.new_state(seed)
+        if s.decoder is not None:
+            self.decoder.set_state(s.decoder)
+            s.decoder = None
         total = timeline.num_pixel_frames
-        index = 0
-        for block, lat, prompt_index in self.latents(timeline, seed):
+        for block, lat, prompt_index in self.latents(timeline, s.seed, s):
             t0 = time.perf_counter()
             with torch.no_grad():
                 video = self.decoder.decode(lat)
@@ -268,9 +296,11 @@ class StreamPipeline:
             self.stats.decode_s += time.perf_counter() - t0
             prompt = timeline.prompts[prompt_index].text
             for img in images:
-                if index >= total:
+                if s.frames >= total:
                     return
-                yield Frame(index=index, image=img, prompt_index=prompt_index, prompt=prompt, block=block)
-                index += 1
-                self.stats.frames = index
-
+                yield Frame(index=s.frames, image=img, prompt_index=prompt_index, prompt=prompt, block=block)
+                s.frames += 1
+                self.stats.frames += 1
+            s.blocks += 1
+            if on_block is not None and s.frames < total:
+                on_block(s)

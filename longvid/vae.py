@@ -84,6 +84,17 @@ class StreamingDecoder(ABC):
             return 0
         return self.temporal_factor * num_latent_frames - (self.temporal_factor - 1 if first else 0)
 
+    def get_state(self) -> dict:
+        """A copy of the open stream's causal cache, for saving a stream (see `set_state`)."""
+        return {"stream_shape": None if self._stream_shape is None else list(self._stream_shape),
+                "cache": _clone(self._get_cache())}
+
+    def set_state(self, state: dict) -> None:
+        """Continue a stream from `get_state()`: the next block decodes as it would have."""
+        shape = state["stream_shape"]
+        self._stream_shape = None if shape is None else tuple(int(v) for v in shape)
+        self._set_cache(_clone(state["cache"]))
+
     @property
     def in_stream(self) -> bool:
         """True once a block has been decoded since the last `reset()`."""
@@ -98,6 +109,13 @@ class StreamingDecoder(ABC):
     @abstractmethod
     def _reset_state(self) -> None:
         """Drop whatever the previous stream left behind."""
+
+    def _get_cache(self) -> Any:
+        """The causal cache (tensors, None, strings in lists/dicts); stateless decoders: None."""
+        return None
+
+    def _set_cache(self, cache: Any) -> None:
+        pass
 
     def _check_block(self, latents: Tensor) -> None:
         if latents.ndim != 5:
@@ -232,6 +250,13 @@ class WanStreamingDecoder(StreamingDecoder):
     def _reset_state(self) -> None:
         self._cache = []
 
+    def _get_cache(self) -> Any:
+        return self._cache
+
+    def _set_cache(self, cache: Any) -> None:
+        device = self.vae.device
+        self._cache = [c.to(device) if isinstance(c, Tensor) else c for c in cache]
+
     def _decode_block(self, latents: Tensor, first: bool) -> Tensor:
         if first:
             self._cache = _wan_new_cache(self.vae)
@@ -289,6 +314,17 @@ class LatentPreviewDecoder(StreamingDecoder):
         return video.clamp(-1.0, 1.0)
 
 
+def _clone(value: Any) -> Any:
+    """Deep copy of a decoder cache: tensors cloned, lists / dicts rebuilt, the rest kept."""
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return [_clone(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    return value
+
+
 def to_uint8(video: Tensor) -> np.ndarray:
     """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8 RGB, rounded and clamped."""
     if video.ndim != 5 or video.shape[0] != 1 or video.shape[1] != RGB_CHANNELS:
@@ -312,6 +348,13 @@ class AutoencoderStreamingDecoder(StreamingDecoder):
 
     def _reset_state(self) -> None:
         self._state = self.autoencoder.new_state("decoder")
+
+    def _get_cache(self) -> Any:
+        return self._state
+
+    def _set_cache(self, cache: Any) -> None:
+        device = next(self.autoencoder.parameters()).device
+        self._state = [c.to(device) if isinstance(c, Tensor) else c for c in cache]
 
     def _decode_block(self, latents: Tensor, first: bool) -> Tensor:
         p = next(self.autoencoder.parameters())

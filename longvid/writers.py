@@ -8,18 +8,23 @@ Kill-safety, writer by writer:
 - `Mp4Writer` writes fragmented MP4: a fragment is cut at every keyframe and flushed to the OS
   (and fsynced) at once, so a file cut off at any moment plays up to its last complete fragment.
   Readers should stop at the first decode error: only the fragment being written can be partial.
+  `cut()` ends a fragment at the next frame (checkpoints use it); `resume_frames=N` continues an
+  existing video after its first N frames (copied as they are, not re-encoded).
 - `PngWriter` writes each image to a temp file and renames it, so every `frame_*.png` is whole.
 - `ManifestWriter` rewrites its JSON atomically (temp file + `os.replace`) at open, periodically
   and at close.
+- A write that fails (disk full, I/O error) raises a one-line `OutputError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -140,6 +145,7 @@ class Mp4Writer(_ClosingContext):
         keyframe_interval: int | None = None,
         low_latency: bool = True,
         fsync: bool = True,
+        resume_frames: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(MAX_FPS_DENOMINATOR)
@@ -155,8 +161,18 @@ class Mp4Writer(_ClosingContext):
         if low_latency:
             self._codec_options["tune"] = "zerolatency"
         self._fsync = fsync
+        self._cut_next = False
+        self._failed = False  # a write failed (e.g. disk full): only finished fragments count
+        self._resume_count = resume_frames or 0
+        # Resuming: the kept frames are copied into a temp file that replaces `path` once they
+        # are on disk in it (until then the old video stays whole).
+        self._replace: Path | None = None
+        target = self.path
+        if resume_frames is not None:
+            self._replace = self.path.with_name(f".{self.path.name}.resume.tmp")
+            target = self._replace
 
-        self._file: BinaryIO = _open_for_writing(self.path, "MP4 video")
+        self._file: BinaryIO = _open_for_writing(target, "MP4 video")
         # Container (format) options, not codec options: passing them as `options=` would also
         # hand them to every stream's codec, where they are unused.
         try:
@@ -175,6 +191,15 @@ class Mp4Writer(_ClosingContext):
         self._packets_muxed = 0
         self.frames_on_disk = 0
         self._closed = False
+        if resume_frames is not None:
+            try:
+                self._copy_frames(resume_frames)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._container.close()
+                self._file.close()
+                self._replace.unlink(missing_ok=True)
+                raise
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -189,6 +214,12 @@ class Mp4Writer(_ClosingContext):
         image = _check_image(frame)
         if self._stream is None:
             self._open_stream(image.shape[0], image.shape[1])
+        elif self._shape is None:  # resumed: the first new frame must fit the copied ones
+            if (image.shape[0] + image.shape[0] % 2, image.shape[1] + image.shape[1] % 2) != (
+                    self._stream.height, self._stream.width):
+                raise ValueError(f"frame {frame.index} is {image.shape[1]}x{image.shape[0]} but "
+                                 f"the resumed video is {self._stream.width}x{self._stream.height}")
+            self._shape = image.shape[:2]
         elif image.shape[:2] != self._shape:
             raise ValueError(
                 f"frame {frame.index} is {image.shape[1]}x{image.shape[0]} but the video is "
@@ -197,29 +228,97 @@ class Mp4Writer(_ClosingContext):
         image = _pad_to_even(image)
         video_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         video_frame.pts = self._frames_in  # in units of 1/fps (the codec time base)
+        if self._cut_next:
+            video_frame.pict_type = av.video.frame.PictureType.I  # a keyframe: a new fragment
+            self._cut_next = False
         self._frames_in += 1
-        self._mux(self._stream.encode(video_frame))
+        with self._disk_errors():
+            self._mux(self._stream.encode(video_frame))
+
+    def cut(self) -> None:
+        """Start a new fragment at the next frame (it is encoded as a keyframe), so that every
+        frame written so far reaches the disk as soon as that frame is encoded."""
+        self._cut_next = True
 
     def close(self, error: BaseException | None = None) -> None:
         """Flush the encoder and finish the file (also after an error, to keep the frames).
 
         A video that never received a frame is removed rather than left as an empty file.
+        After an error (e.g. a full disk) closing does what it can and raises nothing more: the
+        fragments already written stay playable.
         """
         if self._closed:
             return
         self._closed = True
+        quiet = contextlib.suppress(OSError, OutputError) if error is not None else contextlib.nullcontext()
         try:
-            if self._stream is not None:
-                self._mux(self._stream.encode(None))
-            self._container.close()
+            with quiet, self._disk_errors():
+                if self._stream is not None:
+                    self._mux(self._stream.encode(None))
+                self._container.close()
         finally:
-            self._file.flush()
-            if self._fsync:
-                os.fsync(self._file.fileno())
-            self._file.close()
-            if self._stream is None:
+            with quiet, self._disk_errors():
+                try:
+                    self._file.flush()
+                    if self._fsync:
+                        os.fsync(self._file.fileno())
+                finally:
+                    self._file.close()
+            if self._stream is None and self._replace is None:
                 self.path.unlink(missing_ok=True)
-        self.frames_on_disk = self._packets_muxed
+        if not self._failed:
+            self.frames_on_disk = self._packets_muxed
+        self._finish_replace()
+
+    def _copy_frames(self, count: int) -> None:
+        """Resume: copy the first `count` frames of the existing video, without re-encoding."""
+        from av.bitstream import BitStreamFilterContext
+
+        if not self.path.is_file():
+            raise OutputError(f"cannot resume the video {self.path}: the file is gone; start "
+                              "the run again without --resume")
+        copied = 0
+        try:
+            with av.open(str(self.path)) as source:
+                video = source.streams.video[0]
+                self._open_stream(video.codec_context.height, video.codec_context.width)
+                # MP4 stores H.264 length-prefixed; our encoder's stream takes Annex B
+                annexb = BitStreamFilterContext("h264_mp4toannexb", in_stream=video)
+                for packet in _packets_until_error(source, video):
+                    for out in annexb.filter(packet):
+                        if copied < count:
+                            out.stream = self._stream
+                            self._mux([out])
+                            copied += 1
+                    if copied >= count:
+                        break
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"cannot resume the video {self.path}: it is not a readable MP4 "
+                              f"({exc}); start the run again without --resume") from None
+        if copied < count:
+            raise OutputError(f"cannot resume the video {self.path}: it holds {copied} frames but "
+                              f"the saved state is at frame {count}; start the run again without "
+                              "--resume")
+        self._frames_in = copied
+        self._shape = None  # set by the first new frame, which must match the copied ones
+
+    def _finish_replace(self) -> None:
+        """Resume: once the kept frames are on disk in the new file, it becomes the video."""
+        if self._replace is not None and self.frames_on_disk >= self._resume_count:
+            os.replace(self._replace, self.path)
+            self._replace = None
+
+    @contextlib.contextmanager
+    def _disk_errors(self) -> Iterator[None]:
+        """An OSError while writing (disk full, I/O error) -> OutputError naming the video."""
+        try:
+            yield
+        except OSError as exc:
+            self._failed = True
+            raise OutputError(
+                f"cannot write the video {self.path} ({exc.strerror or exc}): its finished "
+                "fragments are kept and play; free space or choose another disk, then resume"
+            ) from exc
 
     def _open_stream(self, height: int, width: int) -> None:
         stream = self._container.add_stream("libx264", rate=self.fps)
@@ -233,17 +332,19 @@ class Mp4Writer(_ClosingContext):
 
     def _mux(self, packets: list[av.Packet]) -> None:
         """Mux packets; a keyframe packet makes the muxer write out the previous fragment."""
-        fragment_written = False
+        finished = None  # frames in the fragments this call completes
         for packet in packets:
             if packet.is_keyframe and self._packets_muxed > 0:
-                fragment_written = True
-                self.frames_on_disk = self._packets_muxed
+                finished = self._packets_muxed
             self._container.mux(packet)
             self._packets_muxed += 1
         # `flush_packets` pushed the bytes into our file object; push them on to the OS.
         self._file.flush()
-        if fragment_written and self._fsync:
-            os.fsync(self._file.fileno())
+        if finished is not None:
+            if self._fsync:
+                os.fsync(self._file.fileno())
+            self.frames_on_disk = finished
+            self._finish_replace()
 
 
 class PngWriter(_ClosingContext):
@@ -274,8 +375,13 @@ class PngWriter(_ClosingContext):
         image = _check_image(frame)
         target = self.directory / PNG_NAME.format(index=frame.index)
         tmp = target.with_name(f".{target.name}.tmp")
-        iio.imwrite(tmp, image, extension=".png", compress_level=PNG_COMPRESS_LEVEL)
-        os.replace(tmp, target)
+        with disk_errors(f"the PNG {target}"):
+            try:
+                iio.imwrite(tmp, image, extension=".png", compress_level=PNG_COMPRESS_LEVEL)
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         self.count += 1
 
     def close(self, error: BaseException | None = None) -> None:
@@ -290,6 +396,10 @@ class ManifestWriter(_ClosingContext):
     paths, numpy values and dataclasses are converted) plus what it observes in the stream: the
     frame count, the first frame at which each prompt took effect, every prompt switch, and the
     per-stage timings returned by `timings()` each time the file is written.
+
+    It also records a hash of every frame (`frame_hashes`, see `frame_hash`: equal frames, equal
+    hashes, so runs can be compared although the MP4 is lossy) and, when a `resume.Checkpointer`
+    sets it, where the run can be resumed from (`resume`).
 
     The file is rewritten atomically at open, every `every_frames` frames or `every_seconds`
     seconds (whichever comes first), and at close. At close `complete` becomes true and
@@ -318,6 +428,9 @@ class ManifestWriter(_ClosingContext):
         self.frames = 0
         self.prompts: list[dict[str, Any]] = []  # first effect of each prompt, in stream order
         self.switches: list[dict[str, Any]] = []  # every change of prompt (a prompt may return)
+        self.frame_hashes: list[str] = []  # frame_hash of every frame, in order
+        self.resume: dict[str, Any] | None = None  # where a stopped run can be resumed from
+        self.resumed_at: list[int] = []  # frames at which this run was resumed
         self._seen_prompts: set[int] = set()
         self._current_prompt: int | None = None
         self._started_at = datetime.now(timezone.utc)
@@ -339,6 +452,7 @@ class ManifestWriter(_ClosingContext):
                 self._seen_prompts.add(frame.prompt_index)
                 self.prompts.append({**prompt, "first_frame": frame.index})
             self._current_prompt = frame.prompt_index
+        self.frame_hashes.append(frame_hash(frame.image))
         self.frames += 1
         now = time.monotonic()
         if (
@@ -355,7 +469,7 @@ class ManifestWriter(_ClosingContext):
         if error is None:
             self._status, self._reason = "finished", None
         elif isinstance(error, KeyboardInterrupt):
-            self._status, self._reason = "interrupted", "KeyboardInterrupt"
+            self._status, self._reason = "interrupted", str(error) or "KeyboardInterrupt"
         else:
             self._status, self._reason = "failed", f"{type(error).__name__}: {error}"
         self.flush()
@@ -368,6 +482,9 @@ class ManifestWriter(_ClosingContext):
             "frames": self.frames,
             "prompts": self.prompts,
             "switches": self.switches,
+            "resume": self.resume,
+            "resumed_at": self.resumed_at,
+            "frame_hashes": self.frame_hashes,
             "timings": self._timings() if self._timings is not None else {},
             "started_at": self._started_at.isoformat(),
             "updated_at": datetime.now(timezone.utc).isoformat(),
@@ -377,15 +494,54 @@ class ManifestWriter(_ClosingContext):
             "reason": self._reason,
         }
 
+    def record(self) -> dict[str, Any]:
+        """What the manifest has observed so far (a copy), for `restore` in a resumed run."""
+        return {"frames": self.frames, "prompts": [dict(p) for p in self.prompts],
+                "switches": [dict(s) for s in self.switches],
+                "frame_hashes": list(self.frame_hashes), "resumed_at": list(self.resumed_at)}
+
+    def restore(self, record: dict[str, Any]) -> None:
+        """Continue from a `record()` of an earlier run: its frames count as this run's."""
+        self.frames = int(record["frames"])
+        self.prompts = [dict(p) for p in record["prompts"]]
+        self.switches = [dict(s) for s in record["switches"]]
+        self.frame_hashes = list(record["frame_hashes"])
+        self.resumed_at = [*record.get("resumed_at", []), self.frames]
+        self._seen_prompts = {p["prompt_index"] for p in self.prompts}
+        self._current_prompt = self.switches[-1]["prompt_index"] if self.switches else None
+        self._frames_at_flush = self.frames
+        self.flush()
+
     def flush(self) -> None:
         """Rewrite the manifest file atomically now."""
         text = json.dumps(self.to_dict(), indent=2, default=_jsonable)
-        _atomic_write_text(self.path, text + "\n")
+        with disk_errors(f"the manifest {self.path}"):
+            _atomic_write_text(self.path, text + "\n")
         self._last_flush = time.monotonic()
         self._frames_at_flush = self.frames
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def disk_errors(what: str) -> Iterator[None]:
+    """An OSError while writing `what` (disk full, I/O error) -> one-line OutputError."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} ({exc.strerror or exc}); the frames written so far "
+                          "are kept; free space or choose another disk, then resume") from exc
+
+
+def frame_hash(image: np.ndarray) -> str:
+    """A short hash of a frame's uint8 pixels (and shape): equal frames, equal hashes."""
+    image = np.ascontiguousarray(image)
+    h = hashlib.blake2b(str(image.shape).encode(), digest_size=8)
+    h.update(image.tobytes())
+    return h.hexdigest()
 
 
 def _require_writable_dir(directory: Path, what: str) -> None:
@@ -404,6 +560,19 @@ def _require_writable_dir(directory: Path, what: str) -> None:
             f"cannot write the {what}: directory {directory} is not writable; "
             "fix its permissions or choose another output path"
         )
+
+
+def _packets_until_error(container, stream) -> Iterator[av.Packet]:
+    """The packets of `stream` that can be read, stopping at the first damaged one (a video cut
+    off by a kill ends in a partial fragment)."""
+    demux = container.demux(stream)
+    while True:
+        try:
+            packet = next(demux)
+        except (StopIteration, av.error.FFmpegError):
+            return
+        if packet.dts is not None:  # skip the demuxer's empty flush packet
+            yield packet
 
 
 def _open_for_writing(path: Path, what: str) -> BinaryIO:

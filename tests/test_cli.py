@@ -204,8 +204,8 @@ def test_user_errors(tiny, args, fragment):
 def test_ctrl_c_keeps_frames_and_exits_130(tiny, tmp_path, monkeypatch):
     real_stream = StreamPipeline.stream
 
-    def interrupted_stream(self, timeline, seed=0):
-        for frame in real_stream(self, timeline, seed):
+    def interrupted_stream(self, timeline, seed=0, **kwargs):
+        for frame in real_stream(self, timeline, seed, **kwargs):
             if frame.index == 5:
                 raise KeyboardInterrupt
             yield frame
