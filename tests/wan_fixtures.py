@@ -6,7 +6,7 @@ Layouts (see docs/models.md and longvid/loading.py):
 - the same in diffusers' layout: `transformer/` (sharded, with an index), `vae/`;
 - generator checkpoints (.pt): `generator` / `generator_ema` (Self-Forcing, Rolling / Reward
   Forcing: names prefixed `model.`, EMA copies with `_fsdp_wrapped_module.`), `model`, raw;
-- LongLive's `lora.pt`: {'generator_lora': peft names, 'critic_lora': ...}.
+- LongLive's `lora.pt`: {'generator_lora': peft names, 'critic_lora': ..., 'step': int}.
 
 Original transformer names come from our own table (checked against a hand-written list from
 reference.md and against diffusers' converter in test_checkpoints); original VAE names from
@@ -131,7 +131,9 @@ def generator_checkpoint(state: dict, ema: dict | None = None) -> dict:
 
 
 def lora_targets(model) -> list[str]:
-    """Original module paths of every Linear inside the blocks (LongLive's LoRA targets)."""
+    """Original module paths of every Linear inside the blocks: LongLive's trainer/distillation.py
+    targets every nn.Linear inside each CausalWanAttentionBlock (self_attn q/k/v/o, cross_attn
+    q/k/v/o, ffn.0, ffn.2)."""
     names = []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and name.startswith("blocks."):
@@ -139,16 +141,26 @@ def lora_targets(model) -> list[str]:
     return names
 
 
-def lora_checkpoint(model, rank: int, seed: int = 0) -> dict:
-    """LongLive's lora.pt: peft's state dict (base_model.model.<original path>.lora_{A,B}.weight)."""
-    gen = torch.Generator().manual_seed(seed)
+def _peft_lora(model, rank: int, gen: torch.Generator, adapter: str = "") -> dict[str, torch.Tensor]:
     lora = {}
     for path in lora_targets(model):
         layer = model.get_submodule(keymap.to_diffusers(path))
         out_f, in_f = layer.weight.shape
-        lora[f"base_model.model.{path}.lora_A.weight"] = torch.randn(rank, in_f, generator=gen) * 0.1
-        lora[f"base_model.model.{path}.lora_B.weight"] = torch.randn(out_f, rank, generator=gen) * 0.1
-    return {"generator_lora": lora, "critic_lora": {}}
+        lora[f"base_model.model.{path}.lora_A{adapter}.weight"] = torch.randn(rank, in_f, generator=gen) * 0.1
+        lora[f"base_model.model.{path}.lora_B{adapter}.weight"] = torch.randn(out_f, rank, generator=gen) * 0.1
+    return lora
+
+
+def lora_checkpoint(model, rank: int, seed: int = 0, adapter: str = "") -> dict:
+    """LongLive's lora.pt as trainer/distillation.py saves it: {"generator_lora": ..., "critic_lora":
+    ..., "step": int}, each LoRA being peft.get_peft_model_state_dict of a peft.get_peft_model
+    wrapper: `base_model.model.<original module path>.lora_{A,B}.weight` (peft drops the adapter
+    name `.default`; `adapter=".default"` writes the un-dropped form a raw PeftModel.state_dict()
+    has). The critic's LoRA (on the fake-score model) is there too and must be ignored."""
+    gen = torch.Generator().manual_seed(seed)
+    generator = _peft_lora(model, rank, gen, adapter)
+    critic = _peft_lora(model, rank, gen, adapter)
+    return {"generator_lora": generator, "critic_lora": critic, "step": 600}
 
 
 # --- TAEHV's taew2_1.pth --------------------------------------------------------------------------
