@@ -489,7 +489,7 @@ def load_taehv(path: str | os.PathLike[str], device: torch.device | str = "cpu",
     if first is None or first.ndim != 4:  # TAEHV's first decoder conv, latents -> 256 channels
         have = ", ".join(sorted(str(k) for k in state)[:5])
         raise WeightsError(f"{path} is not a TAEHV checkpoint: it has no '{STATE_PREFIX}1.weight' "
-                           f"(it holds: {have}). {TAEHV_HINT}")
+                           f"(it holds: {have}): {TAEHV_HINT}")
     if first.shape[1] != LATENT_CHANNELS:
         raise WeightsError(f"{path} is a TAEHV decoder for {first.shape[1]}-channel latents, not Wan2.1's "
                            f"{LATENT_CHANNELS} (taew2_2 / taehv1_5 / other models differ): {TAEHV_HINT}")

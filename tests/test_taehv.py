@@ -157,3 +157,32 @@ def test_vae_kind_taehv_builds_the_decoder(tmp_path):
     wrong = tiny_config(vae={"kind": "taehv"}, weights={"vae": str(tmp_path / "taew2_1.pth")})  # 4 channels
     with pytest.raises(ConfigError, match="decodes Wan2.1 latents"):
         _decoder(wrong, torch.device("cpu"))
+
+
+def test_cli_generate_with_taehv(tmp_path, monkeypatch):
+    """`longvid generate --set vae.kind=taehv --set weights.vae=...taew2_1.pth` end to end (tiny DiT
+    with Wan2.1's 16 latent channels, random weights)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from cli.app import app
+    from longvid.config import config_to_dict
+
+    monkeypatch.setenv("CI", "true")
+    (tmp_path / "taehv").mkdir()
+    torch.save(fx.taew2_1_state(), tmp_path / "taehv" / "taew2_1.pth")
+    cfg = tiny_config(vae={"latent_channels": 16}, runtime={"threads": 1})
+    cfg.model.in_channels = cfg.model.out_channels = 16
+    (tmp_path / "tiny16.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
+    out = tmp_path / "v.mp4"
+    result = CliRunner().invoke(app, [
+        "generate", "a ball", "--seconds", "0.5", "--config", str(tmp_path / "tiny16.yaml"),
+        "--weights", str(tmp_path), "--set", "vae.kind=taehv", "--set", "weights.vae=taehv/taew2_1.pth",
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+    result = CliRunner().invoke(app, [
+        "generate", "a ball", "--seconds", "0.5", "--config", str(tmp_path / "tiny16.yaml"),
+        "--weights", str(tmp_path), "--set", "vae.kind=taehv", "--set", "weights.vae=tiny16.yaml",
+        "--out", str(tmp_path / "x.mp4")])
+    assert result.exit_code == 2 and "tiny16.yaml" in result.stderr
