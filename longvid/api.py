@@ -25,6 +25,7 @@ from .model import build_transformer
 from .pipeline import StreamPipeline
 from .text import CachedTextEncoder, HashTextEncoder, HFTextEncoder
 from .timeline import Timeline, load_timeline, single
+from .taehv import TAEHVStreamingDecoder
 from .vae import AutoencoderStreamingDecoder, LatentPreviewDecoder, WanStreamingDecoder
 
 DEFAULT_CONFIG = "longvid-shapes"
@@ -89,7 +90,21 @@ def _decoder(config: Config, device: torch.device, allow_random: bool = False):
     if vc.kind == "builtin":
         return AutoencoderStreamingDecoder(loading.load_autoencoder(path, device))
     dtype = DTYPES[config.runtime.dtype] if device.type == "cuda" else torch.float32
+    if vc.kind == "taehv":
+        return _taehv_decoder(config, loading.load_taehv(path, device, dtype))
     return WanStreamingDecoder(loading.load_wan_vae(path, device, dtype))
+
+
+def _taehv_decoder(config: Config, decoder) -> TAEHVStreamingDecoder:
+    """TAEHV decodes Wan2.1's latent space only: the config's vae factors must be Wan2.1's."""
+    out = TAEHVStreamingDecoder(decoder)
+    vc = config.vae
+    have = (vc.latent_channels, vc.temporal_factor, vc.spatial_factor)
+    want = (out.latent_channels, out.temporal_factor, out.spatial_factor)
+    if have != want:
+        raise ConfigError(f"vae.kind 'taehv' decodes Wan2.1 latents ({want[0]} channels, x{want[1]} in time, "
+                          f"x{want[2]} in space) but the config says {have}: use a Wan2.1 config")
+    return out
 
 
 def apply_lora(model: torch.nn.Module, config: Config) -> int:

@@ -71,9 +71,13 @@ class TextConfig:
 
 @dataclass
 class VaeConfig:
-    """Latent space of the video autoencoder: channels and compression factors."""
+    """Latent space of the video autoencoder: channels and compression factors.
 
-    kind: Literal["wan", "builtin", "preview"] = "wan"
+    kind: 'wan' (the Wan VAE via diffusers), 'taehv' (TAEHV's tiny Wan2.1 decoder, `taew2_1.pth`:
+    fast, approximate), 'builtin' (the built-in model's autoencoder) or 'preview' (a fixed linear
+    latent -> RGB map, no weights)."""
+
+    kind: Literal["wan", "taehv", "builtin", "preview"] = "wan"
     latent_channels: int = 16
     temporal_factor: int = 4
     spatial_factor: int = 8

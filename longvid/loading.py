@@ -461,3 +461,36 @@ def _place(module: torch.nn.Module, device: torch.device | str, dtype: torch.dty
     if dtype != torch.float32:  # (diffusers warns on any dtype cast; skip the no-op one)
         module = module.to(dtype=dtype)
     return module.eval()
+
+
+# ============================================================================================
+# TAEHV: the tiny preview decoder for Wan2.1 latents
+# ============================================================================================
+TAEHV_HINT = ("download taew2_1.pth (the Wan2.1 weights) from github.com/madebyollin/taehv and point "
+              "weights.vae at it; see docs/models.md")
+
+
+def load_taehv(path: str | os.PathLike[str], device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32):
+    """`TAEHVDecoder` from TAEHV's public `taew2_1.pth` (or a .safetensors copy with the same names).
+
+    Only the `decoder.*` half of the file is read. Errors name the file: not a TAEHV file, or a
+    TAEHV file for another video model (its latent channels differ), or a damaged one.
+    """
+    from longvid.taehv import LATENT_CHANNELS, STATE_PREFIX, TAEHVDecoder
+
+    path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a directory; vae.kind 'taehv' needs the weight file itself: {TAEHV_HINT}")
+    state, _ = read_state_dict(path)
+    first = state.get(f"{STATE_PREFIX}1.weight") if _is_tensor_dict(state) else None
+    if first is None or first.ndim != 4:  # TAEHV's first decoder conv, latents -> 256 channels
+        have = ", ".join(sorted(str(k) for k in state)[:5])
+        raise WeightsError(f"{path} is not a TAEHV checkpoint: it has no '{STATE_PREFIX}1.weight' "
+                           f"(it holds: {have}): {TAEHV_HINT}")
+    if first.shape[1] != LATENT_CHANNELS:
+        raise WeightsError(f"{path} is a TAEHV decoder for {first.shape[1]}-channel latents, not Wan2.1's "
+                           f"{LATENT_CHANNELS} (taew2_2 / taehv1_5 / other models differ): {TAEHV_HINT}")
+    decoder = TAEHVDecoder()
+    load_into(decoder, decoder.fit_state_dict(state), str(path))
+    return _place(decoder, device, dtype)

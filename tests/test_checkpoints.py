@@ -210,6 +210,21 @@ def test_lora_merged_equals_unmerged(tiny, tmp_path):
     assert torch.allclose(merged.blocks[1].attn2.to_out[0].weight, expected, atol=1e-6)
 
 
+def test_lora_peft_key_forms_read_alike(tiny, tmp_path):
+    """lora.pt as LongLive saves it (get_peft_model_state_dict: `...q.lora_A.weight`, next to the
+    critic's LoRA and the step) and with peft's adapter name kept (`...q.lora_A.default.weight`)
+    give the same pairs: the generator's, never the critic's."""
+    _, model, _, _, _ = tiny
+    torch.save(fx.lora_checkpoint(model, rank=2), tmp_path / "saved.pt")
+    torch.save(fx.lora_checkpoint(model, rank=2, adapter=".default"), tmp_path / "raw.pt")
+    saved, raw = loading.read_lora(tmp_path / "saved.pt"), loading.read_lora(tmp_path / "raw.pt")
+    assert set(saved) == set(raw) and len(saved) == len(fx.lora_targets(model))
+    ckpt = fx.lora_checkpoint(model, rank=2)
+    a = ckpt["generator_lora"]["base_model.model.blocks.0.ffn.2.lora_A.weight"]
+    assert torch.equal(saved["blocks.0.ffn.net.2"][0], a) and torch.equal(raw["blocks.0.ffn.net.2"][0], a)
+    assert not torch.equal(a, ckpt["critic_lora"]["base_model.model.blocks.0.ffn.2.lora_A.weight"])
+
+
 def test_lora_missing_partner_is_an_error(tiny, tmp_path):
     _, model, _, _, _ = tiny
     ckpt = fx.lora_checkpoint(model, rank=2)
@@ -341,28 +356,41 @@ def test_base_dir_without_transformer(tmp_path, tiny):
 
 # --- the published configs -----------------------------------------------------------------------
 
-# name: (schedule kind, block frames, timesteps, shift, sink, window, ema alpha, rope)
+# name: (schedule kind, block frames, timesteps, shift, sink, window, ema alpha, rope, checkpoint entry)
+# Sources per value: the YAML comments of each config (the released configs and inference code).
 PUBLISHED = {
-    # reference.md: [1000, 750, 500, 250], shift 5, 3-frame blocks; window = released 21-frame cache
-    "self-forcing": ("block", 3, [1000, 750, 500, 250], 5.0, 0, 18, None, "absolute"),
-    # released config: [1000, 757, 522] already warped (shift 8, warp off) -> no second warp
-    "causvid": ("block", 3, [1000, 757, 522], 1.0, 0, 18, None, "absolute"),
-    # reference.md: local_attn_size 12 = 3 sink + 6 window + 3-frame block; shift 5
-    "longlive-1.3b": ("block", 3, [1000, 750, 500, 250], 5.0, 3, 6, None, "absolute"),
-    # reference.md: 5 blocks x 3 in flight, [1000, 800, 600, 400, 200] with shift, sink = first block
-    "rolling-forcing": ("rolling", 3, [1000, 800, 600, 400, 200], 5.0, 3, 6, None, "compact"),
-    # reference.md: 3 sink + 6 window, EMA a = 0.999, RoPE at attention time
-    "reward-forcing": ("block", 3, [1000, 750, 500, 250], 5.0, 3, 6, 0.999, "compact"),
+    # self_forcing_dmd.yaml: [1000, 750, 500, 250] warped by shift 5, 3-frame blocks; no local
+    # attention: a 32760-token (21-frame) cache = 18 committed + 3 in the block; --use_ema
+    "self-forcing": ("block", 3, [1000, 750, 500, 250], 5.0, 0, 18, None, "absolute", "generator_ema"),
+    # wan_causal_dmd.yaml: [1000, 757, 522, (0)] already warped (shift 8, warp off) -> no second
+    # warp; 32760-token cache; autoregressive_inference.py loads "generator"
+    "causvid": ("block", 3, [1000, 757, 522], 1.0, 0, 18, None, "absolute", "generator"),
+    # longlive_inference.yaml: local_attn_size 12 = 3 sink + 6 window + 3-frame block; shift 5;
+    # use_ema false
+    "longlive-1.3b": ("block", 3, [1000, 750, 500, 250], 5.0, 3, 6, None, "absolute", "generator"),
+    # rolling_forcing_dmd.yaml + causal_model.py: 5 blocks x 3 in flight, [1000, 800, 600, 400, 200]
+    # shift 5; 21-frame span = 3 sink (first block, re-RoPEd) + 3 committed + 15 in flight; --use_ema
+    "rolling-forcing": ("rolling", 3, [1000, 800, 600, 400, 200], 5.0, 3, 3, None, "compact", "generator_ema"),
+    # reward_forcing.yaml + causal_model.py: local_attn_size 9 = 3 sink + 3 window + 3-frame block,
+    # EMA sink a = 0.999 (compression_alpha), K without RoPE; --use_ema
+    "reward-forcing": ("block", 3, [1000, 750, 500, 250], 5.0, 3, 3, 0.999, "compact", "generator_ema"),
 }
+
+# The attention span of one block's forward in the released code, in latent frames (sink + committed
+# window + the frames being denoised): local_attn_size, or the 21-frame / 32760-token cap.
+ATTENTION_SPAN = {"self-forcing": 21, "causvid": 21, "longlive-1.3b": 12, "rolling-forcing": 21, "reward-forcing": 9}
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_config_matches_the_paper(name):
     c = load_config(name)
-    kind, block, steps, shift, sink, window, alpha, rope = PUBLISHED[name]
+    kind, block, steps, shift, sink, window, alpha, rope, entry = PUBLISHED[name]
     s = c.schedule
     assert (s.kind, s.block_frames, s.timesteps, s.shift) == (kind, block, steps, shift)
     assert (c.cache.sink_frames, c.cache.window_frames, c.cache.ema_alpha, c.cache.rope) == (sink, window, alpha, rope)
+    assert c.weights.checkpoint_key == entry
+    in_flight = block * (len(steps) if kind == "rolling" else 1)
+    assert sink + window + in_flight == ATTENTION_SPAN[name]
     assert c.model == ModelConfig()  # Wan2.1-T2V-1.3B
     assert (c.video.height, c.video.width, c.video.fps) == (480, 832, 16)
     assert (c.text.kind, c.text.max_length, c.vae.kind) == ("umt5", 512, "wan")
@@ -372,8 +400,6 @@ def test_config_matches_the_paper(name):
 def test_longlive_lora_and_attention_span():
     c = load_config("longlive-1.3b")
     assert c.weights.lora and c.weights.lora_alpha == 256 and c.weights.lora_merge
-    # local_attn_size 12 latent frames = sink + window + the block being denoised
-    assert c.cache.sink_frames + c.cache.window_frames + c.schedule.block_frames == 12
 
 
 def test_warped_steps_match_reference():

@@ -6,7 +6,7 @@ Layouts (see docs/models.md and longvid/loading.py):
 - the same in diffusers' layout: `transformer/` (sharded, with an index), `vae/`;
 - generator checkpoints (.pt): `generator` / `generator_ema` (Self-Forcing, Rolling / Reward
   Forcing: names prefixed `model.`, EMA copies with `_fsdp_wrapped_module.`), `model`, raw;
-- LongLive's `lora.pt`: {'generator_lora': peft names, 'critic_lora': ...}.
+- LongLive's `lora.pt`: {'generator_lora': peft names, 'critic_lora': ..., 'step': int}.
 
 Original transformer names come from our own table (checked against a hand-written list from
 reference.md and against diffusers' converter in test_checkpoints); original VAE names from
@@ -131,7 +131,9 @@ def generator_checkpoint(state: dict, ema: dict | None = None) -> dict:
 
 
 def lora_targets(model) -> list[str]:
-    """Original module paths of every Linear inside the blocks (LongLive's LoRA targets)."""
+    """Original module paths of every Linear inside the blocks: LongLive's trainer/distillation.py
+    targets every nn.Linear inside each CausalWanAttentionBlock (self_attn q/k/v/o, cross_attn
+    q/k/v/o, ffn.0, ffn.2)."""
     names = []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and name.startswith("blocks."):
@@ -139,13 +141,66 @@ def lora_targets(model) -> list[str]:
     return names
 
 
-def lora_checkpoint(model, rank: int, seed: int = 0) -> dict:
-    """LongLive's lora.pt: peft's state dict (base_model.model.<original path>.lora_{A,B}.weight)."""
-    gen = torch.Generator().manual_seed(seed)
+def _peft_lora(model, rank: int, gen: torch.Generator, adapter: str = "") -> dict[str, torch.Tensor]:
     lora = {}
     for path in lora_targets(model):
         layer = model.get_submodule(keymap.to_diffusers(path))
         out_f, in_f = layer.weight.shape
-        lora[f"base_model.model.{path}.lora_A.weight"] = torch.randn(rank, in_f, generator=gen) * 0.1
-        lora[f"base_model.model.{path}.lora_B.weight"] = torch.randn(out_f, rank, generator=gen) * 0.1
-    return {"generator_lora": lora, "critic_lora": {}}
+        lora[f"base_model.model.{path}.lora_A{adapter}.weight"] = torch.randn(rank, in_f, generator=gen) * 0.1
+        lora[f"base_model.model.{path}.lora_B{adapter}.weight"] = torch.randn(out_f, rank, generator=gen) * 0.1
+    return lora
+
+
+def lora_checkpoint(model, rank: int, seed: int = 0, adapter: str = "") -> dict:
+    """LongLive's lora.pt as trainer/distillation.py saves it: {"generator_lora": ..., "critic_lora":
+    ..., "step": int}, each LoRA being peft.get_peft_model_state_dict of a peft.get_peft_model
+    wrapper: `base_model.model.<original module path>.lora_{A,B}.weight` (peft drops the adapter
+    name `.default`; `adapter=".default"` writes the un-dropped form a raw PeftModel.state_dict()
+    has). The critic's LoRA (on the fake-score model) is there too and must be ignored."""
+    gen = torch.Generator().manual_seed(seed)
+    generator = _peft_lora(model, rank, gen, adapter)
+    critic = _peft_lora(model, rank, gen, adapter)
+    return {"generator_lora": generator, "critic_lora": critic, "step": 600}
+
+
+# --- TAEHV's taew2_1.pth --------------------------------------------------------------------------
+# The public file's names and shapes, written out by hand from madebyollin/taehv's taehv.py (TAEHV
+# with patch_size 1, 16 latent channels, encoder time downscale (2, 2, 1), decoder time upscale
+# (1, 2, 2), space upscale x2 x3; channels 64 in the encoder, 256 / 128 / 64 / 64 in the decoder).
+# Not derived from longvid.taehv, so a layout change there shows up as a mismatch here.
+
+
+def _memblock(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
+    # conv3x3(2c -> c), ReLU, conv3x3, ReLU, conv3x3 (Sequential indices 0, 2, 4); skip is Identity
+    return {f"{prefix}.conv.0.weight": (c, 2 * c, 3, 3), f"{prefix}.conv.0.bias": (c,),
+            f"{prefix}.conv.2.weight": (c, c, 3, 3), f"{prefix}.conv.2.bias": (c,),
+            f"{prefix}.conv.4.weight": (c, c, 3, 3), f"{prefix}.conv.4.bias": (c,)}
+
+
+def taew2_1_layout(tgrow0_rows: int = 256) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of taew2_1.pth. `tgrow0_rows`: rows of decoder.7 (the stride-1 TGrow); the
+    public loader accepts a file that stores more (it keeps the last 256)."""
+    enc: dict[str, tuple[int, ...]] = {"encoder.0.weight": (64, 3, 3, 3), "encoder.0.bias": (64,)}
+    for tpool, conv, mbs, stride in ((2, 3, (4, 5, 6), 2), (7, 8, (9, 10, 11), 2), (12, 13, (14, 15, 16), 1)):
+        enc[f"encoder.{tpool}.conv.weight"] = (64, 64 * stride, 1, 1)
+        enc[f"encoder.{conv}.weight"] = (64, 64, 3, 3)
+        for i in mbs:
+            enc.update(_memblock(f"encoder.{i}", 64))
+    enc |= {"encoder.17.weight": (16, 64, 3, 3), "encoder.17.bias": (16,)}
+
+    dec: dict[str, tuple[int, ...]] = {"decoder.1.weight": (256, 16, 3, 3), "decoder.1.bias": (256,)}
+    stages = ((256, 128, (3, 4, 5), 7, 8, tgrow0_rows), (128, 64, (9, 10, 11), 13, 14, 256),
+              (64, 64, (15, 16, 17), 19, 20, 128))
+    for c_in, c_out, mbs, tgrow, conv, rows in stages:
+        for i in mbs:
+            dec.update(_memblock(f"decoder.{i}", c_in))
+        dec[f"decoder.{tgrow}.conv.weight"] = (rows, c_in, 1, 1)
+        dec[f"decoder.{conv}.weight"] = (c_out, c_in, 3, 3)  # no bias
+    dec |= {"decoder.22.weight": (3, 64, 3, 3), "decoder.22.bias": (3,)}
+    return enc | dec
+
+
+def taew2_1_state(tgrow0_rows: int = 256, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A fake taew2_1.pth state dict: the public names and shapes, seeded small random values."""
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(shape, generator=gen) * 0.05 for k, shape in taew2_1_layout(tgrow0_rows).items()}
