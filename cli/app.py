@@ -8,6 +8,7 @@ timeline, weights or output path) is printed as one `error: ...` line with exit 
 import contextlib
 import importlib.metadata
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -26,6 +27,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
+from cli.live import LiveOptions, LiveRun
 from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline, weights_status
 from longvid.config import available_configs, config_dir, config_to_dict, load_config
 from longvid.errors import LongvidError, OutputError, TimelineError
@@ -270,6 +272,14 @@ def _summary(tracker: FrameTracker, fps: int, wall_s: float, timings: dict,
         typer.echo(f"  {what + ':':10s}{path}")
 
 
+def _replay_hint(config: str, overrides: Optional[list[str]]) -> str:
+    """The options besides --timeline and --seed that a replay of this run needs."""
+    parts = [] if config == DEFAULT_CONFIG else ["--config", config]
+    for override in overrides or ():
+        parts += ["--set", override]
+    return shlex.join(parts)
+
+
 @app.command()
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(
@@ -298,6 +308,24 @@ def generate(
         "--random-weights",
         help="If the config's transformer weights are missing, use random ones (noise video).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Watch and steer the run in a browser page (URL printed).",
+        rich_help_panel="Live")] = False,
+    preview_window: Annotated[bool, typer.Option(
+        "--preview-window", help="Watch and steer the run in a desktop window (Tk).",
+        rich_help_panel="Live")] = False,
+    stdin_prompts: Annotated[bool, typer.Option(
+        "--interactive", "-i", help="Type prompts on stdin while the run streams.",
+        rich_help_panel="Live")] = False,
+    preview_host: Annotated[str, typer.Option(
+        help="Address the preview page listens on.", rich_help_panel="Live")] = "127.0.0.1",
+    preview_port: Annotated[int, typer.Option(
+        help="Port of the preview page (0: any free port).", rich_help_panel="Live")] = 0,
+    open_browser: Annotated[bool, typer.Option(
+        "--open", help="Open the preview page in the default browser.", rich_help_panel="Live")] = False,
+    live_timeline: Annotated[Optional[Path], typer.Option(
+        help="Where a live run records its prompts as a replayable timeline "
+             "(default: OUT.timeline.yaml).", show_default=False, rich_help_panel="Live")] = None,
 ) -> None:
     """Generate a video from PROMPT or a --timeline of prompts, streaming it to an MP4.
 
@@ -311,8 +339,12 @@ def generate(
         longvid generate --timeline prompts/example.yaml --out story.mp4
 
         longvid generate --timeline prompts/example.jsonl --line 1 --seconds 30
+
+        longvid generate "a red ball bouncing on black" --seconds 60 --preview --open
     """
     interactive, plain = _interactive(), not quiet
+    live_options = LiveOptions(preview or open_browser, preview_window, stdin_prompts, preview_host, preview_port,
+                               open_browser, live_timeline)
     tracker = None
     try:
         with _user_errors():
@@ -320,6 +352,9 @@ def generate(
             tl = make_timeline(cfg, prompt, timeline, seconds,
                                **_jsonl_options(timeline, line, switch_frames))
             outputs = Outputs.prepare(out, manifest, png_dir, overwrite)
+            live = LiveRun.prepare(live_options, tl, block_frames=cfg.schedule.block_frames,
+                                   video=outputs.video, manifest=outputs.manifest, seed=seed,
+                                   overwrite=overwrite, replay_hint=_replay_hint(config, overrides))
         t0 = time.perf_counter()
         pipeline = _load(cfg, random_weights)
         load_s = time.perf_counter() - t0
@@ -345,13 +380,15 @@ def generate(
             typer.echo(f"generating {total} frames ({tl.seconds:g} s at {fps} fps, "
                        f"{len(tl.prompts)} prompt(s)) with {cfg.name}, seed {seed} -> {outputs.video}",
                        err=True)
-        with (_progress_bar() if plain and interactive else contextlib.nullcontext()) as progress:
+        bar = plain and interactive and not live.live_typing
+        with (_progress_bar() if bar else contextlib.nullcontext()) as progress, live:
             tracker = FrameTracker(total, progress, plain)
             with _user_errors():
                 writers = _open_writers(outputs, fps, info, timings)
             t0 = time.perf_counter()
+            frames = live.wrap(pipeline.stream(live.timeline, seed=seed), writers)
             try:
-                write_stream(tracker.wrap(pipeline.stream(tl, seed=seed)), writers)
+                live.run(lambda: write_stream(tracker.wrap(frames), writers))
             except LongvidError as error:
                 _fail(f"{error} ({_saved(tracker, outputs)})")
             wall_s = time.perf_counter() - t0
