@@ -342,7 +342,7 @@ class LiveSession:
         frontier = tl.frontier
         nxt = tl.next_start_frame()
         state = self.state
-        if state == "running" and self.paused:
+        if state in ("starting", "running") and self.paused:
             state = "paused"
         return {
             "state": state,
