@@ -38,6 +38,7 @@ DEFAULT_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 16 * 1024  # a prompt of MAX_PROMPT_CHARS characters in JSON fits easily
 MAX_STREAMS = 8  # concurrent MJPEG viewers; more get 503
 STREAM_WAIT_SECONDS = 1.0  # a stream re-checks for the end of the run this often
+REPEAT_AFTER_SECONDS = 0.2  # an idle stream repeats its last frame once after this long
 MAX_VIEW_FPS = 30  # a viewer gets at most this many frames a second (screens show no more)
 TOKEN_HEADER = "X-Longvid-Token"
 BOUNDARY = "longvidframe"
@@ -75,7 +76,8 @@ _SCRIPT = """
 const token = new URLSearchParams(location.search).get("token") || "";
 const q = s => document.querySelector(s);
 const colors = ["#e66","#6c6","#69f","#ec5","#c6c","#5cc","#f96","#9c6"];
-q("#video").src = "/stream?token=" + encodeURIComponent(token);
+// an endless MJPEG would keep the page "loading": start it once the page has loaded
+window.addEventListener("load", () => { q("#video").src = "/stream?token=" + encodeURIComponent(token); });
 async function post(path, body) {
   const r = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json",
     "X-Longvid-Token": token}, body: JSON.stringify(body || {})});
@@ -353,22 +355,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.close_connection = True
             self.wfile.write(f"--{BOUNDARY}\r\n".encode())
-            seen, sent_at = 0, 0.0
+            seen, sent_at, repeated = 0, 0.0, True
             while True:
                 # at most MAX_VIEW_FPS parts a second: a fast generator is sampled, not mirrored
                 time.sleep(max(0.0, sent_at + 1.0 / MAX_VIEW_FPS - time.monotonic()))
-                seq = hub.wait(seen, STREAM_WAIT_SECONDS)
+                seq = hub.wait(seen, REPEAT_AFTER_SECONDS if not repeated else STREAM_WAIT_SECONDS)
                 if seq > seen:
                     seq, jpeg = hub.jpeg()
-                    seen = seq
-                    # the boundary right after the image lets the browser show it at once
-                    self.wfile.write(b"Content-Type: image/jpeg\r\nContent-Length: "
-                                     + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg
-                                     + f"\r\n--{BOUNDARY}\r\n".encode())
-                    self.wfile.flush()
-                    sent_at = time.monotonic()
+                    seen, repeated = seq, False
+                elif not repeated:
+                    # browsers show a part only once the next one begins: when the stream
+                    # pauses or ends, send the last frame again so that it is shown
+                    repeated = True
                 elif hub.closed:
                     break
+                else:
+                    continue
+                self.wfile.write(b"Content-Type: image/jpeg\r\nContent-Length: "
+                                 + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg
+                                 + f"\r\n--{BOUNDARY}\r\n".encode())
+                self.wfile.flush()
+                sent_at = time.monotonic()
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass  # the viewer left; the stream goes on without it
         finally:

@@ -12,7 +12,7 @@ import tempfile
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1100,640",
+    "--disable-dev-shm-usage", "--window-size=1100,700",
 )
 
 
@@ -35,6 +35,7 @@ def start_chromium(user_data_dir: str | None = None):
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
+    options.page_load_strategy = "eager"  # do not wait for the endless MJPEG image
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={user_data_dir or tempfile.mkdtemp(prefix='longvid-chromium-')}")
