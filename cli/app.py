@@ -9,6 +9,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -27,6 +28,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
+from cli.live import LiveOptions, LiveRun
 from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline, weights_status
 from longvid.config import available_configs, config_dir, config_to_dict, load_config
 from longvid import signals
@@ -326,6 +328,14 @@ def _summary(tracker: FrameTracker, fps: int, wall_s: float, timings: dict,
         typer.echo(f"  {what + ':':10s}{path}")
 
 
+def _replay_hint(config: str, overrides: Optional[list[str]]) -> str:
+    """The options besides --timeline and --seed that a replay of this run needs."""
+    parts = [] if config == DEFAULT_CONFIG else ["--config", config]
+    for override in overrides or ():
+        parts += ["--set", override]
+    return shlex.join(parts)
+
+
 @app.command()
 def generate(
     prompt: Annotated[Optional[str], typer.Argument(
@@ -361,6 +371,24 @@ def generate(
         metavar="BLOCKS", min=0, help="Save the resume state every BLOCKS blocks (0: only when "
         "stopped by Ctrl-C / SIGTERM).")] = DEFAULT_CHECKPOINT_EVERY,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary.")] = False,
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Watch and steer the run in a browser page (URL printed).",
+        rich_help_panel="Live")] = False,
+    preview_window: Annotated[bool, typer.Option(
+        "--preview-window", help="Watch and steer the run in a desktop window (Tk).",
+        rich_help_panel="Live")] = False,
+    stdin_prompts: Annotated[bool, typer.Option(
+        "--interactive", "-i", help="Type prompts on stdin while the run streams.",
+        rich_help_panel="Live")] = False,
+    preview_host: Annotated[str, typer.Option(
+        help="Address the preview page listens on.", rich_help_panel="Live")] = "127.0.0.1",
+    preview_port: Annotated[int, typer.Option(
+        help="Port of the preview page (0: any free port).", rich_help_panel="Live")] = 0,
+    open_browser: Annotated[bool, typer.Option(
+        "--open", help="Open the preview page in the default browser.", rich_help_panel="Live")] = False,
+    live_timeline: Annotated[Optional[Path], typer.Option(
+        help="Where a live run records its prompts as a replayable timeline "
+             "(default: OUT.timeline.yaml).", show_default=False, rich_help_panel="Live")] = None,
 ) -> None:
     """Generate a video from PROMPT or a --timeline of prompts, streaming it to an MP4.
 
@@ -376,8 +404,12 @@ def generate(
         longvid generate --timeline prompts/example.jsonl --line 1 --seconds 30
 
         longvid generate "a corgi surfing" --config longlive-1.3b --weights ~/models
+
+        longvid generate "a red ball bouncing on black" --seconds 60 --preview --open
     """
     interactive, plain = _interactive(), not quiet
+    live_options = LiveOptions(preview or open_browser, preview_window, stdin_prompts, preview_host, preview_port,
+                               open_browser, live_timeline)
     tracker = checkpointer = point = state = None
     try:
         with _user_errors():
@@ -387,7 +419,8 @@ def generate(
                     "--config": config != DEFAULT_CONFIG, "--set": overrides, "--seed": seed,
                     "--out": out != Path("out.mp4"), "--png-dir": png_dir, "--manifest": manifest,
                     "--line": line, "--switch-frames": switch_frames, "--overwrite": overwrite,
-                    "--random-weights": random_weights, "--weights": weights})
+                    "--random-weights": random_weights, "--weights": weights,
+                    "--preview/--preview-window/--interactive": live_options.on})
                 cfg, tl, seed = point.config, point.timeline, point.seed
                 outputs = Outputs(point.video, point.manifest_path, point.png_dir)
                 random_weights = point.random_weights
@@ -396,6 +429,9 @@ def generate(
                 tl = make_timeline(cfg, prompt, timeline, seconds,
                                    **_jsonl_options(timeline, line, switch_frames))
                 outputs = Outputs.prepare(out, manifest, png_dir, overwrite)
+            live = LiveRun.prepare(live_options, tl, block_frames=cfg.schedule.block_frames,
+                                   video=outputs.video, manifest=outputs.manifest, seed=seed,
+                                   overwrite=overwrite, replay_hint=_replay_hint(config, overrides))
         t0 = time.perf_counter()
         pipeline = _load(cfg, random_weights)
         with _user_errors():
@@ -430,7 +466,8 @@ def generate(
             typer.echo(f"generating {total} frames ({tl.seconds:g} s at {fps} fps, "
                        f"{len(tl.prompts)} prompt(s)) with {cfg.name}, seed {seed} -> {outputs.video}",
                        err=True)
-        with (_progress_bar() if plain and interactive else contextlib.nullcontext()) as progress:
+        bar = plain and interactive and not live.live_typing
+        with (_progress_bar() if bar else contextlib.nullcontext()) as progress, live:
             tracker = FrameTracker(total, progress, plain)
             with StopOnSignal(signals.echo) as stop:
                 def checkpoints(video, manifest_writer) -> Checkpointer:
@@ -446,9 +483,10 @@ def generate(
                 if state is not None:
                     tracker.frames = tracker.start = state.frames
                 t0 = time.perf_counter()
+                frames = live.wrap(pipeline.stream(live.timeline, seed=seed, state=state,
+                                                   on_block=checkpointer.on_block), writers)
                 try:
-                    write_stream(tracker.wrap(pipeline.stream(
-                        tl, seed=seed, state=state, on_block=checkpointer.on_block)), writers)
+                    live.run(lambda: write_stream(tracker.wrap(frames), writers))
                 except LongvidError as error:
                     _fail(f"{error} ({_saved(tracker, outputs, checkpointer)})")
             wall_s = time.perf_counter() - t0

@@ -1,0 +1,172 @@
+"""Generation speed with and without the live preview page open in a browser.
+
+    python scripts/bench_preview.py --seconds 60 --repeats 3          # built-in model
+    python scripts/bench_preview.py --repeats 0 --screenshot docs/preview.png   # screenshot only
+    python scripts/bench_preview.py --config PATH --json out.json
+
+Runs the same stream (same prompt, seed, MP4 writer) alternately without a preview ("off") and
+with the preview server up and a headless Chromium watching the page ("on"), and prints frames/s
+for each run and the ratio of the medians. Both are measured the same way: from the request for
+the first frame of block 1 (after warm-up, and in "on" runs after the page shows its first
+frame) to the end of the MP4. With --screenshot, one more (untimed) run types a prompt into the
+page and saves a screenshot of it mid-run.
+
+Needs Debian's chromium and chromium-driver and `pip install selenium` (nothing is downloaded).
+A benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser import missing, start_chromium  # noqa: E402
+
+from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline  # noqa: E402
+from longvid.live import LiveSession, LiveTimeline, first_pixel_frame  # noqa: E402
+from longvid.preview import PreviewServer  # noqa: E402
+from longvid.writers import Mp4Writer, write_stream  # noqa: E402
+
+PROMPT = "a red circle bouncing on a black background"
+SWITCH = "a yellow triangle circling on a navy background"
+WAIT = 120
+
+
+def wait_for(condition, what: str):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Timed:
+    """Records when each frame was asked for (so a pause before it is not counted)."""
+
+    def __init__(self, frames, start_index: int) -> None:
+        self.frames, self.start_index = frames, start_index
+        self.t0: float | None = None
+        self.count = 0
+
+    def __iter__(self):
+        iterator = iter(self.frames)
+        while True:
+            asked = time.perf_counter()
+            try:
+                frame = next(iterator)
+            except StopIteration:
+                return
+            if frame.index == self.start_index:
+                self.t0 = asked
+            self.count += 1
+            yield frame
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=DEFAULT_CONFIG)
+    ap.add_argument("--set", action="append", default=[], dest="overrides")
+    ap.add_argument("--seconds", type=float, default=60.0, help="video length of each run")
+    ap.add_argument("--repeats", type=int, default=3, help="pairs of off/on runs (0: screenshot only)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--screenshot", type=Path, help="also save a screenshot of the page mid-run")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    reason = missing()
+    if reason:
+        sys.exit(f"cannot run: {reason}")
+    torch.set_num_threads(args.threads)
+    pipe = load_pipeline(args.config, args.overrides, allow_random=True)
+    timeline = make_timeline(pipe.config, PROMPT, seconds=args.seconds)
+    print(f"{args.config}: {timeline.num_pixel_frames} frames per run, {args.repeats} off/on pairs",
+          file=sys.stderr)
+    results: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        browser = start_chromium(str(Path(tmp) / "profile"))
+        try:
+            list(pipe.stream(make_timeline(pipe.config, PROMPT, seconds=2), seed=args.seed))  # warm-up
+            for i in range(args.repeats):
+                for mode in ("off", "on"):
+                    fps = measure(pipe, timeline, args.seed, Path(tmp) / f"{mode}{i}.mp4",
+                                  browser if mode == "on" else None)
+                    results[mode].append(fps)
+                    print(f"run {i} {mode:3s}: {fps:7.2f} frames/s", file=sys.stderr)
+            if args.screenshot is not None:
+                measure(pipe, make_timeline(pipe.config, PROMPT, seconds=max(args.seconds, 20)),
+                        args.seed, Path(tmp) / "shot.mp4", browser, args.screenshot)
+                print(f"screenshot: {args.screenshot}", file=sys.stderr)
+        finally:
+            browser.quit()
+    if not args.repeats:
+        return
+    off, on = statistics.median(results["off"]), statistics.median(results["on"])
+    summary = {"config": args.config, "seconds": args.seconds, "repeats": args.repeats,
+               "threads": args.threads, "fps_off": results["off"], "fps_on": results["on"],
+               "median_off": round(off, 2), "median_on": round(on, 2),
+               "on_vs_off_percent": round(100 * (on / off - 1), 2)}
+    print("| preview | runs | median frames/s |\n|---|---:|---:|")
+    print(f"| off | {args.repeats} | {off:.2f} |\n| on (headless Chromium watching) | {args.repeats} | {on:.2f} |")
+    print(f"\nwith the page open: {summary['on_vs_off_percent']:+.2f} % frames/s")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+def measure(pipe, timeline, seed: int, out: Path, browser=None, screenshot: Path | None = None) -> float:
+    """Frames/s from the first frame of block 1 to the end of the MP4."""
+    k, tf = pipe.schedule.block_frames, timeline.temporal_factor
+    start_index = first_pixel_frame(k, tf)
+    session = server = helper = None
+    if browser is None:
+        frames = timer = Timed(pipe.stream(timeline, seed=seed), start_index)
+    else:
+        session = LiveSession(LiveTimeline(timeline, k), seed=seed)
+        timer = Timed(pipe.stream(session.timeline, seed=seed), start_index)
+        frames = session.wrap(timer)
+        server = PreviewServer(session).start()
+        session.pause("bench")  # held after frame 0 until the page shows it
+        helper = threading.Thread(target=_watch, args=(browser, server, session, screenshot), daemon=True)
+        helper.start()
+    count = write_stream(frames, [Mp4Writer(out, timeline.fps, fsync=False)])
+    t_end = time.perf_counter()
+    if server is not None:
+        helper.join(WAIT)
+        server.close()
+    return (count - start_index) / (t_end - timer.t0)
+
+
+def _watch(browser, server, session, screenshot: Path | None) -> None:
+    """The viewer: open the page, release the stream once a frame shows; optionally type a
+    prompt and take a screenshot."""
+    browser.get(server.url)
+    wait_for(lambda: browser.execute_script(
+        "const i = document.querySelector('#video'); return i.complete && i.naturalWidth > 0"),
+        "the page's first frame")
+    session.resume("bench")
+    if screenshot is None:
+        return
+    wait_for(lambda: session.frames >= session.total // 3, "a third of the run")
+    browser.find_element("css selector", "#text").send_keys(SWITCH)
+    browser.find_element("css selector", "#send").click()
+    wait_for(lambda: SWITCH in browser.find_element("css selector", "#prompt").text,
+             "the new prompt on the page")
+    time.sleep(1.0)  # a second of frames under the new prompt
+    browser.find_element("css selector", "#text").send_keys(
+        "a cyan square moving up on a dark green background")
+    browser.save_screenshot(str(screenshot))
+
+
+if __name__ == "__main__":
+    main()
