@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench soak clean
+.PHONY: install browser-deps demo test bench soak clean
 
 install: $(STAMP)
 
@@ -21,6 +21,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# Debian packages for the live-preview tests (headless Chromium + ChromeDriver, Xvfb for the Tk
+# window); those tests skip with the reason when they are missing. Needs root (or sudo) and apt.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v Xvfb >/dev/null; then \
+		echo "chromium, chromedriver and Xvfb are installed"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver xvfb >/dev/null; \
+	else \
+		echo "browser-deps: run as root on Debian/Ubuntu (apt-get install chromium chromium-driver xvfb); the browser tests skip without them"; \
+	fi
 
 demo: install
 	mkdir -p out
