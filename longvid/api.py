@@ -23,6 +23,7 @@ from .frames import Frame
 from .lora import attach_lora, lora_scale, merge_lora
 from .model import build_transformer
 from .pipeline import StreamPipeline
+from .quantize import quantize_transformer
 from .text import CachedTextEncoder, HashTextEncoder, HFTextEncoder
 from .timeline import Timeline, load_timeline, single
 from .vae import AutoencoderStreamingDecoder, LatentPreviewDecoder, WanStreamingDecoder
@@ -130,6 +131,7 @@ def load_pipeline(config: Config | str = DEFAULT_CONFIG, overrides: Sequence[str
         else:
             warnings.warn(f"{path} not found: using random weights (the video will be noise)", stacklevel=2)
     model.eval().requires_grad_(False)
+    quantize_transformer(model, rt.quantize, device)
     if rt.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     decoder = _decoder(config, device, allow_random)

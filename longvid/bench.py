@@ -498,7 +498,9 @@ def compare_engines(pipe: StreamPipeline, seconds: float, seed: int = 0,
     if "recompute" in peers:
         run("recompute", lambda: recompute_latents(pipe, tl, seed))
     notes = {}
-    if "diffusers" in peers:
+    if "diffusers" in peers and getattr(pipe.model, "_quantized", "none") != "none":
+        notes["diffusers"] = "not run: the transformer is int8-quantized (compare in float32)"
+    elif "diffusers" in peers:
         try:
             peer = skyreels_pipeline(pipe)
         except ImportError as error:  # pragma: no cover - diffusers is a dependency
@@ -529,7 +531,7 @@ def run_bench(pipe: StreamPipeline, *, seconds: float = 60.0, seed: int = 0, swi
     cfg = pipe.config
     report: dict[str, Any] = {
         "settings": {"config": cfg.name, "threads": torch.get_num_threads(), "dtype": cfg.runtime.dtype,
-                     "quantize": getattr(cfg.runtime, "quantize", "none"),
+                     "quantize": cfg.runtime.quantize,
                      "compile": cfg.runtime.compile, "seed": seed, "seconds": seconds,
                      "switch_every_s": switch_every, "video": f"{cfg.video.width}x{cfg.video.height} @ {cfg.video.fps} fps",
                      "block_frames": pipe.schedule.block_frames, "steps": len(cfg.schedule.timesteps),

@@ -148,6 +148,7 @@ class RuntimeConfig:
     attention: Literal["auto", "sdpa", "flash"] = "auto"
     compile: bool = False
     threads: int | None = None
+    quantize: Literal["none", "int8"] = "none"  # int8: dynamic int8 Linear layers (CPU), quantize.py
 
 
 @dataclass

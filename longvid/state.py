@@ -134,7 +134,10 @@ def fingerprint(*parts: Any) -> str:
 
 def weights_fingerprint(module: torch.nn.Module, samples: int = 4096) -> str:
     """A short hash of a model's parameters: names, shapes and an evenly strided sample of each
-    one's values (cheap even for billions of parameters; different weights differ here)."""
+    one's values (cheap even for billions of parameters; different weights differ here). A model
+    quantized by `quantize.py` carries the fingerprint of its float weights."""
+    if getattr(module, "_weights_fingerprint", None) is not None:
+        return module._weights_fingerprint
     h = hashlib.blake2b(digest_size=8)
     for name, p in module.state_dict().items():
         flat = p.detach().reshape(-1)

@@ -108,3 +108,48 @@ def test_cli_bench_bad_length_is_one_line(args):
     result = runner.invoke(app, ["bench", *args])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error:")
+
+
+def test_int8_quantization_close_to_float_and_resume_fingerprint_kept():
+    from longvid.quantize import is_quantized, quantize_transformer
+    from longvid.state import weights_fingerprint
+
+    pipe = tiny_pipeline()
+    tl = bench.bench_timeline(pipe.config, 2.0, switch_every=None)
+    ref = torch.cat([lat for _, lat, _ in pipe.latents(tl, 0)], dim=2)
+    before = weights_fingerprint(pipe.model)
+    quantize_transformer(pipe.model, "int8", torch.device("cpu"))
+    assert is_quantized(pipe.model)
+    def quantized(module):
+        return [m for m in module.modules() if type(m).__module__.endswith("quantized.dynamic.modules.linear")]
+
+    assert len(quantized(pipe.model.blocks[0])) == 10  # q, k, v, out of both attentions; 2 in the ffn
+    assert quantized(pipe.model.condition_embedder) == [] and quantized(pipe.model.proj_out) == []
+    assert weights_fingerprint(pipe.model) == before
+    q = torch.cat([lat for _, lat, _ in pipe.latents(tl, 0)], dim=2)
+    assert q.shape == ref.shape and not torch.equal(q, ref)
+    assert (q - ref).abs().mean() < 0.1 * ref.abs().mean()
+
+
+def test_int8_is_refused_off_cpu_float32():
+    from longvid.errors import ConfigError
+    from longvid.model import build_transformer
+    from longvid.quantize import quantize_transformer
+
+    model = build_transformer(tiny_config().model, dtype=torch.bfloat16)
+    with pytest.raises(ConfigError, match="float32"):
+        quantize_transformer(model, "int8", torch.device("cpu"))
+
+
+def test_cli_generate_int8(tmp_path):
+    threads = torch.get_num_threads()
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(config_to_dict(tiny_config(runtime={"threads": 1}))), encoding="utf-8")
+    try:
+        result = runner.invoke(app, ["generate", "a red circle", "--seconds", "1", "--config", str(cfg),
+                                     "--set", "runtime.quantize=int8", "--out", str(tmp_path / "q.mp4")])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "q.json").read_text())["info"]
+    assert info["config"]["runtime"]["quantize"] == "int8"
