@@ -88,7 +88,10 @@ def _decoder(config: Config, device: torch.device, allow_random: bool = False):
         warnings.warn(f"{path} not found: decoding with the latent preview decoder", stacklevel=3)
         return preview()
     if vc.kind == "builtin":
-        return AutoencoderStreamingDecoder(loading.load_autoencoder(path, device))
+        autoencoder = loading.load_autoencoder(path, device)
+        if config.runtime.channels_last and device.type == "cpu":  # oneDNN: ~18% faster decode
+            autoencoder = autoencoder.to(memory_format=torch.channels_last)
+        return AutoencoderStreamingDecoder(autoencoder)
     dtype = DTYPES[config.runtime.dtype] if device.type == "cuda" else torch.float32
     return WanStreamingDecoder(loading.load_wan_vae(path, device, dtype))
 

@@ -124,6 +124,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "blas": "mkl" if torch.backends.mkl.is_available() else "other",
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                           "MKL_NUM_THREADS", "KMP_BLOCKTIME") if k in os.environ},
     }
 
 

@@ -149,6 +149,8 @@ class RuntimeConfig:
     compile: bool = False
     threads: int | None = None
     quantize: Literal["none", "int8"] = "none"  # int8: dynamic int8 Linear layers (CPU), quantize.py
+    overlap: bool = False  # decode block b in a second thread while block b+1 is generated (stages.py)
+    channels_last: bool = True  # the built-in decoder's convolutions in channels-last layout on the CPU
 
 
 @dataclass
