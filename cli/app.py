@@ -559,6 +559,8 @@ def bench(
     if threads is not None:
         cfg.runtime.threads = threads
     console = Console()
+    if not console.is_terminal:  # a file or CI log: room for the tables
+        console = Console(width=120)
     t0 = time.perf_counter()
     pipeline = _load(cfg, random_weights)
     load_s = time.perf_counter() - t0

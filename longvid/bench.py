@@ -41,6 +41,7 @@ import torch
 
 from .cache import frame_mask
 from .config import Config, config_to_dict
+from .model import cast_model
 from .pipeline import StreamPipeline, frame_noise
 from .timeline import Prompt, Timeline, seconds_to_latent_frame
 from .vae import to_uint8
@@ -385,7 +386,11 @@ def skyreels_pipeline(pipe: StreamPipeline):
     are passed in, latents come out and go through `pipe.decoder` like longvid's)."""
     from diffusers import SkyReelsV2DiffusionForcingPipeline, SkyReelsV2Transformer3DModel, UniPCMultistepScheduler
 
+    from diffusers.utils import logging as diffusers_logging
+
     mc = pipe.model.config
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its advice on fp32 modules: we cast as it asks below
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sky = SkyReelsV2Transformer3DModel(
@@ -396,7 +401,8 @@ def skyreels_pipeline(pipe: StreamPipeline):
             num_frame_per_block=pipe.schedule.block_frames)
     state = {k: v.float() for k, v in pipe.model.state_dict().items()}
     sky.load_state_dict(state, strict=True)
-    sky = sky.to(pipe.device, pipe.dtype).eval().requires_grad_(False)
+    sky = cast_model(sky.to(pipe.device), pipe.dtype).eval().requires_grad_(False)
+    diffusers_logging.set_verbosity(verbosity)
     sc = pipe.config.schedule
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         flow_shift=sc.shift, num_train_timesteps=sc.num_train_timesteps)
@@ -549,7 +555,7 @@ def run_bench(pipe: StreamPipeline, *, seconds: float = 60.0, seed: int = 0, swi
     tl = bench_timeline(cfg, seconds, switch_every)
     e2e = run_stream(pipe, tl, seed, video)
     rows = e2e.pop("block_rows")
-    window_s = window_s or (60.0 if seconds >= 120 else max(seconds / 6, 1.0))
+    window_s = window_s or (60.0 if seconds >= 120 else 10.0 if seconds >= 30 else 3.0)
     windows = per_window(rows, window_s)
     report["end_to_end"] = e2e
     report["windows"] = {"window_s": window_s, "rows": windows, "drift": drift(windows)}
