@@ -563,7 +563,10 @@ def run_bench(pipe: StreamPipeline, *, seconds: float = 60.0, seed: int = 0, swi
     if peak:
         say("matmul peak")
         report["matmul_peak"] = matmul_peak(pipe.dtype, seconds=peak_seconds)
-    if flops:
+    if flops and getattr(pipe.model, "_quantized", "none") != "none":
+        report["notes"] = ["generator FLOP/s not measured: the int8 layers' work is not counted by "
+                           "torch's FLOP counter (run without runtime.quantize for it)"]
+    elif flops:
         say("counting the generator's FLOPs")
         fl = count_block_flops(pipe)
         gen_s_per_block = e2e["stages"]["generator_s"] / max(e2e["blocks"], 1)
@@ -632,6 +635,8 @@ def render(report: dict[str, Any], console) -> None:
         console.print(f"generator: {g['steady_block_flops'] / 1e9:.2f} GFLOP per block "
                       f"({g['steady_forwards']} forwards) in {1000 * g['generator_s_per_block']:.1f} ms: "
                       f"{_g(g['achieved_flops'])}{frac}")
+    for note in report.get("notes", []):
+        console.print(f"note: {note}")
     if "compare" in report:
         c = report["compare"]
         t = Table(title=f"same work: {c['frames']} frames ({c['seconds']:g} s of video, {c['latent_frames']} "

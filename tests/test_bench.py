@@ -153,3 +153,14 @@ def test_cli_generate_int8(tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "q.json").read_text())["info"]
     assert info["config"]["runtime"]["quantize"] == "int8"
+
+
+def test_bench_of_an_int8_model_says_why_flops_are_missing():
+    from longvid.quantize import quantize_transformer
+
+    pipe = tiny_pipeline()
+    quantize_transformer(pipe.model, "int8", torch.device("cpu"))
+    report = bench.run_bench(pipe, seconds=1.0, peak_seconds=0.01, compare=True, compare_seconds=1.0)
+    assert "generator" not in report and "int8" in report["notes"][0]
+    assert set(report["compare"]["engines"]) == {"longvid", "recompute"}
+    assert "quantized" in report["compare"]["notes"]["diffusers"]
