@@ -41,7 +41,10 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python scripts/bench_stream.py --minutes 10
+	mkdir -p runs
+	$(BIN)/longvid bench --minutes 1 --json runs/bench-1min.json
+	$(BIN)/longvid bench --minutes 10 --json runs/bench-10min.json
+	$(BIN)/longvid bench --seconds 10 --compare --compare-seconds 60 --json runs/bench-compare.json
 
 soak: install
 	$(BIN)/python scripts/soak.py --minutes 10 --out runs/soak

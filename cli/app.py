@@ -540,6 +540,79 @@ def eval_(
         typer.echo(format_report(report))
 
 
+# --- bench -----------------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    minutes: Annotated[Optional[float], typer.Option(
+        help="Length of the timed stream in minutes of video (default 1).", show_default=False)] = None,
+    seconds: Annotated[Optional[float], typer.Option(
+        help="Length of the timed stream in seconds (instead of --minutes).", show_default=False)] = None,
+    as_json: Annotated[Optional[Path], typer.Option(
+        "--json", metavar="FILE", help="Also write the full report (every block) as JSON.",
+        show_default=False)] = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Also make the same frames without the KV cache and with diffusers' "
+        "SkyReelsV2DiffusionForcingPipeline, and print the ratios.")] = False,
+    compare_seconds: Annotated[float, typer.Option(
+        metavar="S", help="Seconds of video for --compare.")] = 20.0,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="torch threads (default: runtime.threads, else torch's default).",
+        show_default=False)] = None,
+    switch_every: Annotated[float, typer.Option(
+        metavar="S", help="Seconds between prompt switches in the timed stream (0: one prompt).")] = 20.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    flops: Annotated[bool, typer.Option(help="Measure the matmul peak and count the generator's FLOPs.")] = True,
+    video: Annotated[Optional[Path], typer.Option(
+        metavar="FILE", help="Keep the timed stream's MP4 here (default: a scratch file).",
+        show_default=False)] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: SetOption = None,
+    weights: WeightsOption = None,
+    random_weights: Annotated[bool, typer.Option(
+        "--random-weights", help="If the transformer weights are missing, use random ones.")] = False,
+) -> None:
+    """Measure speed and memory: end-to-end frames/s and per stage, time to first frame, per-block
+    time and memory along the stream, the generator's FLOP/s against this machine's matmul peak,
+    and (--compare) longvid against a full recompute and diffusers' SkyReels-V2 pipeline.
+
+    Examples:
+
+        longvid bench --minutes 1 --json bench-1min.json
+
+        longvid bench --minutes 10 --json bench-10min.json
+
+        longvid bench --seconds 10 --compare --compare-seconds 60
+    """
+    from longvid.bench import render, run_bench
+
+    with _user_errors():
+        if minutes is not None and seconds is not None:
+            raise TimelineError("give --minutes or --seconds, not both")
+        length = seconds if seconds is not None else 60.0 * (minutes if minutes is not None else 1.0)
+        if length <= 0 or compare_seconds <= 0:
+            raise TimelineError("the stream length must be positive")
+        cfg = _load_config(config, overrides, weights)
+    if threads is not None:
+        cfg.runtime.threads = threads
+    console = Console()
+    if not console.is_terminal:  # a file or CI log: room for the tables
+        console = Console(width=120)
+    t0 = time.perf_counter()
+    pipeline = _load(cfg, random_weights)
+    load_s = time.perf_counter() - t0
+    with _user_errors():
+        report = run_bench(pipeline, seconds=length, seed=seed, switch_every=switch_every or None,
+                           load_s=load_s, flops=flops, peak=flops, compare=compare,
+                           compare_seconds=compare_seconds, video=video.resolve() if video else None,
+                           progress=lambda msg: typer.echo(f"bench: {msg} ...", err=True))
+    render(report, console)
+    if as_json is not None:
+        as_json.write_text(json.dumps(report, indent=1, default=str))
+        typer.echo(f"report: {as_json}")
+
+
 # --- models ----------------------------------------------------------------------------------
 
 

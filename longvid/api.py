@@ -23,6 +23,7 @@ from .frames import Frame
 from .lora import attach_lora, lora_scale, merge_lora
 from .model import build_transformer
 from .pipeline import StreamPipeline
+from .quantize import quantize_transformer
 from .text import CachedTextEncoder, HashTextEncoder, HFTextEncoder
 from .timeline import Timeline, load_timeline, single
 from .taehv import TAEHVStreamingDecoder
@@ -88,7 +89,10 @@ def _decoder(config: Config, device: torch.device, allow_random: bool = False):
         warnings.warn(f"{path} not found: decoding with the latent preview decoder", stacklevel=3)
         return preview()
     if vc.kind == "builtin":
-        return AutoencoderStreamingDecoder(loading.load_autoencoder(path, device))
+        autoencoder = loading.load_autoencoder(path, device)
+        if config.runtime.channels_last and device.type == "cpu":  # oneDNN: ~18% faster decode
+            autoencoder = autoencoder.to(memory_format=torch.channels_last)
+        return AutoencoderStreamingDecoder(autoencoder)
     dtype = DTYPES[config.runtime.dtype] if device.type == "cuda" else torch.float32
     if vc.kind == "taehv":
         return _taehv_decoder(config, loading.load_taehv(path, device, dtype))
@@ -145,6 +149,7 @@ def load_pipeline(config: Config | str = DEFAULT_CONFIG, overrides: Sequence[str
         else:
             warnings.warn(f"{path} not found: using random weights (the video will be noise)", stacklevel=2)
     model.eval().requires_grad_(False)
+    quantize_transformer(model, rt.quantize, device)
     if rt.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     decoder = _decoder(config, device, allow_random)

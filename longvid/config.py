@@ -152,6 +152,9 @@ class RuntimeConfig:
     attention: Literal["auto", "sdpa", "flash"] = "auto"
     compile: bool = False
     threads: int | None = None
+    quantize: Literal["none", "int8"] = "none"  # int8: dynamic int8 Linear layers (CPU), quantize.py
+    overlap: bool = False  # decode block b in a second thread while block b+1 is generated (stages.py)
+    channels_last: bool = True  # the built-in decoder's convolutions in channels-last layout on the CPU
 
 
 @dataclass

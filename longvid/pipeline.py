@@ -206,7 +206,8 @@ class StreamPipeline:
         cache.load_state_dict(state.cache.state_dict())
         return replace(state, cache=cache, x={f: t.clone() for f, t in state.x.items()},
                        clean={f: t.clone() for f, t in state.clean.items()},
-                       decoder=self.decoder.get_state())
+                       decoder=self.decoder.get_state(),
+                       pending=[(b, lat.clone(), p) for b, lat, p in state.pending])
 
     def latents(self, timeline, seed: int = 0, state: StreamState | None = None,
                 ) -> Iterator[tuple[int, torch.Tensor, int]]:
@@ -273,6 +274,12 @@ class StreamPipeline:
                 lat = torch.stack([s.clean[f] for f in done], dim=1)[None]
                 yield block, lat, timeline.prompt_index_at(block * k)
 
+    def blocks(self, timeline, state: StreamState) -> Iterator[tuple[int, torch.Tensor, int]]:
+        """`latents`, after the state's pending blocks (generated, not yet handed out)."""
+        while state.pending:
+            yield state.pending.pop(0)
+        yield from self.latents(timeline, state.seed, state)
+
     def stream(self, timeline, seed: int = 0, state: StreamState | None = None,
                on_block: Callable[[StreamState], None] | None = None) -> Iterator[Frame]:
         """Yield the video's frames as they are made. `timeline` gives prompts and length.
@@ -288,7 +295,12 @@ class StreamPipeline:
             self.decoder.set_state(s.decoder)
             s.decoder = None
         total = timeline.num_pixel_frames
-        for block, lat, prompt_index in self.latents(timeline, s.seed, s):
+        if self.config.runtime.overlap:  # decode in a second thread, one block behind
+            from .stages import overlapped_stream
+
+            yield from overlapped_stream(self, timeline, s, on_block)
+            return
+        for block, lat, prompt_index in self.blocks(timeline, s):
             t0 = time.perf_counter()
             with torch.no_grad():
                 video = self.decoder.decode(lat)

@@ -44,6 +44,9 @@ class StreamState:
     prompt_key: key of the text context in effect ((prompts...), blend weight), None before the
     first step. frames / blocks: pixel frames and latent blocks handed out.
     decoder: the streaming decoder's causal cache, filled in by `StreamPipeline.snapshot`.
+    pending: finished latent blocks not yet decoded and handed out, as (block, latents
+    (1, C, k, h, w), prompt index): with `runtime.overlap` the generator is one block ahead of
+    the decoder (see `stages.py`); empty otherwise.
     """
 
     seed: int
@@ -55,6 +58,7 @@ class StreamState:
     frames: int = 0
     blocks: int = 0
     decoder: dict | None = None
+    pending: list = field(default_factory=list)
 
 
 # --- file format -------------------------------------------------------------------------------
@@ -76,6 +80,7 @@ def save_state(path: str | os.PathLike, state: StreamState, meta: dict[str, Any]
         "clean": {str(f): t for f, t in state.clean.items()},
         "cache": state.cache.state_dict(),
         "decoder": state.decoder,
+        "pending": [[int(b), lat, int(p)] for b, lat, p in state.pending],
     }
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _pack(tree, tensors)
@@ -116,6 +121,7 @@ def load_state(path: str | os.PathLike, cache: KVCache) -> tuple[StreamState, di
             clean={int(f): t for f, t in tree["clean"].items()},
             prompt_key=None if key is None else (tuple(key[0]), float(key[1])),
             frames=int(tree["frames"]), blocks=int(tree["blocks"]), decoder=tree["decoder"],
+            pending=[(int(b), lat, int(p)) for b, lat, p in tree.get("pending", [])],
         )
     except ResumeError:
         raise
@@ -134,7 +140,10 @@ def fingerprint(*parts: Any) -> str:
 
 def weights_fingerprint(module: torch.nn.Module, samples: int = 4096) -> str:
     """A short hash of a model's parameters: names, shapes and an evenly strided sample of each
-    one's values (cheap even for billions of parameters; different weights differ here)."""
+    one's values (cheap even for billions of parameters; different weights differ here). A model
+    quantized by `quantize.py` carries the fingerprint of its float weights."""
+    if getattr(module, "_weights_fingerprint", None) is not None:
+        return module._weights_fingerprint
     h = hashlib.blake2b(digest_size=8)
     for name, p in module.state_dict().items():
         flat = p.detach().reshape(-1)

@@ -151,6 +151,23 @@ def test_sigint_finishes_the_block_then_resume_equals_uninterrupted(workdir, ref
     assert manifest(workdir, "int")["resumed_at"] == [kept]
 
 
+def test_overlapped_decode_sigint_then_resume_equals_uninterrupted(workdir, reference):
+    """runtime.overlap (decode one block behind, in a second thread): Ctrl-C keeps the same
+    frames as without it, and the resumed run (overlapped too: the manifest's config) ends with
+    the frames of the unstopped, non-overlapped reference."""
+    at = 30
+    code, _, err = generate(workdir, "ovl", "--set", "runtime.overlap=true", signals=f"{at}:SIGINT")
+    assert code == 130, err
+    kept = block_end(at)
+    m = manifest(workdir, "ovl")
+    assert (m["status"], m["frames"], m["resume"]["frame"]) == ("interrupted", kept, kept)
+    assert decoded(workdir / "ovl.mp4") == kept
+    assert m["frame_hashes"] == reference["frame_hashes"][:kept]
+    code, _, err = resume(workdir, "ovl")
+    assert code == 0, err
+    assert_same_as_reference(workdir, "ovl", reference)
+
+
 def test_sigterm_then_sigkill_then_resume(workdir, reference):
     """SIGTERM stops cleanly (exit 143); the resumed run is SIGKILLed: the video still plays
     up to its last fragment and a second resume, from the last checkpoint, completes it."""
