@@ -4,7 +4,7 @@ and process memory logged, to show both stay flat.
     python scripts/soak.py --minutes 10 --out runs/soak            # the 10-minute soak
     python scripts/soak.py --seconds 30 --out runs/soak-short      # a quick check
 
-Unlike scripts/bench_stream.py (generation + decode only), every block goes the CLI's whole way:
+Unlike `longvid bench` (which times the stages), every block goes the CLI's whole way:
 generation with a prompt switch (KV-recache) every `--switch-every` seconds, streaming decode,
 the fragmented MP4, the manifest with per-frame hashes, and a resume checkpoint every
 `--checkpoint-every` blocks. Writes OUT/soak.mp4, OUT/soak.json (manifest), OUT/blocks.jsonl
@@ -27,33 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from longvid.api import DEFAULT_CONFIG, load_pipeline  # noqa: E402
+from longvid.bench import bench_timeline, rss_mib  # noqa: E402
 from longvid.config import config_to_dict  # noqa: E402
 from longvid.resume import Checkpointer, checkpoint_meta, state_path_for  # noqa: E402
-from longvid.timeline import Prompt, Timeline, seconds_to_latent_frame  # noqa: E402
 from longvid.writers import ManifestWriter, Mp4Writer, write_stream  # noqa: E402
-
-PROMPTS = [
-    "a red circle bouncing on a black background",
-    "a blue square moving right on a gray background",
-    "a yellow triangle circling on a navy background",
-    "a green ball moving up on a dark green background",
-]
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def make_timeline(seconds: float, switch_every: float, fps: int, tf: int) -> Timeline:
-    starts = [i * switch_every for i in range(int(seconds // switch_every) + 1) if i * switch_every < seconds]
-    prompts = tuple(Prompt(PROMPTS[i % len(PROMPTS)], s, seconds_to_latent_frame(s, fps, tf))
-                    for i, s in enumerate(starts))
-    return Timeline(prompts, seconds, fps, tf)
-
 
 def windows(rows: list[dict], window_s: float) -> list[dict]:
     out = []
@@ -94,8 +71,8 @@ def main() -> int:
     t_load = time.perf_counter()
     pipe = load_pipeline(args.config, args.overrides, allow_random=True)
     cfg = pipe.config
-    fps, tf = cfg.video.fps, cfg.vae.temporal_factor
-    tl = make_timeline(seconds, args.switch_every, fps, tf)
+    fps = cfg.video.fps
+    tl = bench_timeline(cfg, seconds, args.switch_every)
     load_s = time.perf_counter() - t_load
 
     video = Mp4Writer(args.out / "soak.mp4", fps)
@@ -115,7 +92,7 @@ def main() -> int:
         now = time.perf_counter()
         row = {"block": state.blocks - 1, "frames": state.frames,
                "video_s": round(state.frames / fps, 3), "block_ms": round(1000 * (now - t_prev), 2),
-               "rss_mb": round(rss_mb(), 1)}
+               "rss_mb": round(rss_mib(), 1)}
         rows.append(row)
         log.write(json.dumps(row) + "\n")
         log.flush()
