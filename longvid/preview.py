@@ -39,7 +39,9 @@ MAX_BODY_BYTES = 16 * 1024  # a prompt of MAX_PROMPT_CHARS characters in JSON fi
 MAX_STREAMS = 8  # concurrent MJPEG viewers; more get 503
 STREAM_WAIT_SECONDS = 1.0  # a stream re-checks for the end of the run this often
 REPEAT_AFTER_SECONDS = 0.2  # an idle stream repeats its last frame once after this long
-MAX_VIEW_FPS = 30  # a viewer gets at most this many frames a second (screens show no more)
+MAX_VIEW_FPS = 30  # a viewer gets at most this many frames a second (screens show no more), and
+# never more than the video's own frame rate: a faster generator is sampled, which keeps the
+# viewer's CPU (JPEG, browser decode and paint) off the cores that generate
 TOKEN_HEADER = "X-Longvid-Token"
 BOUNDARY = "longvidframe"
 LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -356,9 +358,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.wfile.write(f"--{BOUNDARY}\r\n".encode())
             seen, sent_at, repeated = 0, 0.0, True
+            period = 1.0 / min(MAX_VIEW_FPS, preview.session.timeline.fps)
             while True:
-                # at most MAX_VIEW_FPS parts a second: a fast generator is sampled, not mirrored
-                time.sleep(max(0.0, sent_at + 1.0 / MAX_VIEW_FPS - time.monotonic()))
+                # at most one part per video frame period: a fast generator is sampled, not mirrored
+                time.sleep(max(0.0, sent_at + period - time.monotonic()))
                 seq = hub.wait(seen, REPEAT_AFTER_SECONDS if not repeated else STREAM_WAIT_SECONDS)
                 if seq > seen:
                     seq, jpeg = hub.jpeg()

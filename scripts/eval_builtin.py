@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 REPO = Path(__file__).resolve().parents[1]
 CORE = ("colour", "shape", "background", "motion")
 
@@ -109,6 +111,20 @@ def table(groups: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
+def frame_strip(video: Path, out: Path, every_s: float = 5.0, fps: int = 16) -> None:
+    """One row of frames, one every `every_s` seconds, with a white gap between them."""
+    import imageio.v3 as iio
+
+    from longvid.evaluate import read_video
+
+    frames = list(read_video(video))
+    picks = [frames[i] for i in range(0, len(frames), round(every_s * fps))]
+    gap = np.full((picks[0].shape[0], 4, 3), 255, np.uint8)
+    row = np.concatenate([x for f in picks for x in (f, gap)][:-1], axis=1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(out, row)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--timelines", nargs="+", default=sorted(str(p) for p in (REPO / "prompts").glob("eval-*.yaml")))
@@ -116,6 +132,8 @@ def main() -> None:
     ap.add_argument("--modes", default="recache,plain")
     ap.add_argument("--config", default="longvid-shapes")
     ap.add_argument("--out", default=str(REPO / "runs" / "eval"))
+    ap.add_argument("--strip", type=Path, default=None,
+                    help="also write a PNG strip (a frame every 5 s) of the first run's video here")
     args = ap.parse_args()
     if "-" in args.seeds:
         lo, hi = args.seeds.split("-")
@@ -134,6 +152,9 @@ def main() -> None:
                 a = r["adherence"]
                 print(f"{Path(t).stem} seed {seed} {mode}: " + " ".join(f"{k} {fmt(a[k], 2)}" for k in CORE)
                       + f" | {r['end_to_end_fps']:.1f} fps | {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.strip is not None:
+        first = reports[0]["run"]
+        frame_strip(out_dir / f"{Path(first['timeline']).stem}-s{first['seed']}-{first['mode']}.mp4", args.strip)
     groups = {}
     for mode in args.modes.split(","):
         mine = [r for r in reports if r["run"]["mode"] == mode]
