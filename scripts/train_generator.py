@@ -135,7 +135,7 @@ def main() -> None:
                     help="extra loss weight on latent positions that hold an object (they cover ~8%%)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="2 stalls whenever anything else runs")
     ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "transformer.safetensors"))
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--init-from", default=None,
