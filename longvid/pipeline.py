@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
 
+import numpy as np
 import torch
 
 from .cache import KVCache
@@ -301,18 +302,31 @@ class StreamPipeline:
             yield from overlapped_stream(self, timeline, s, on_block)
             return
         for block, lat, prompt_index in self.blocks(timeline, s):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                video = self.decoder.decode(lat)
-            images = to_uint8(video)
-            self.stats.decode_s += time.perf_counter() - t0
-            prompt = timeline.prompts[prompt_index].text
-            for img in images:
-                if s.frames >= total:
-                    return
-                yield Frame(index=s.frames, image=img, prompt_index=prompt_index, prompt=prompt, block=block)
-                s.frames += 1
-                self.stats.frames += 1
-            s.blocks += 1
+            images, seconds = self.decode_block(lat)
+            self.stats.decode_s += seconds
+            if not (yield from self.hand_out(timeline, s, block, prompt_index, images)):
+                return
             if on_block is not None and s.frames < total:
                 on_block(s)
+
+    def decode_block(self, lat: torch.Tensor) -> tuple[np.ndarray, float]:
+        """One block's latents -> its uint8 frames, and the seconds the decode took (the decoder
+        carries its causal cache from block to block, so blocks go in order, one at a time)."""
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            images = to_uint8(self.decoder.decode(lat))
+        return images, time.perf_counter() - t0
+
+    def hand_out(self, timeline, s: StreamState, block: int, prompt_index: int,
+                 images: np.ndarray) -> Generator[Frame, None, bool]:
+        """Yield a decoded block's frames, counting them in the state. Returns False if the video
+        ended inside the block (its last frames fall past `timeline.num_pixel_frames`)."""
+        prompt = timeline.prompts[prompt_index].text
+        for img in images:
+            if s.frames >= timeline.num_pixel_frames:
+                return False
+            yield Frame(index=s.frames, image=img, prompt_index=prompt_index, prompt=prompt, block=block)
+            s.frames += 1
+            self.stats.frames += 1
+        s.blocks += 1
+        return True

@@ -18,15 +18,11 @@ thread's current block (tens of milliseconds) before the stream closes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import torch
-
 from .frames import Frame
 from .state import StreamState
-from .vae import to_uint8
 
 
 def overlapped_stream(pipe, timeline, s: StreamState, on_block: Callable[[StreamState], None] | None,
@@ -34,12 +30,6 @@ def overlapped_stream(pipe, timeline, s: StreamState, on_block: Callable[[Stream
     """`StreamPipeline.stream`'s loop with decoding in a second thread (see the module docstring)."""
     total = timeline.num_pixel_frames
     stats = pipe.stats
-
-    def decode(lat: torch.Tensor):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            images = to_uint8(pipe.decoder.decode(lat))
-        return images, time.perf_counter() - t0
 
     pending = list(s.pending)  # made before a resume: decode these first
     s.pending = []
@@ -49,14 +39,7 @@ def overlapped_stream(pipe, timeline, s: StreamState, on_block: Callable[[Stream
     def hand_out(block: int, prompt_index: int, future: Future) -> Iterator[Frame]:
         images, seconds = future.result()
         stats.decode_s += seconds
-        prompt = timeline.prompts[prompt_index].text
-        for img in images:
-            if s.frames >= total:
-                return
-            yield Frame(index=s.frames, image=img, prompt_index=prompt_index, prompt=prompt, block=block)
-            s.frames += 1
-            stats.frames += 1
-        s.blocks += 1
+        yield from pipe.hand_out(timeline, s, block, prompt_index, images)
 
     def source():
         while pending:
@@ -74,7 +57,7 @@ def overlapped_stream(pipe, timeline, s: StreamState, on_block: Callable[[Stream
                 if on_block is not None:
                     on_block(s)
             s.pending = []
-            inflight = (block, prompt_index, pool.submit(decode, lat))
+            inflight = (block, prompt_index, pool.submit(pipe.decode_block, lat))
         if inflight is not None:
             yield from hand_out(*inflight)
             inflight = None
