@@ -6,12 +6,15 @@ import os
 
 import pytest
 import torch
+import yaml
+from safetensors.torch import save_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from longvid.config import (  # noqa: E402
     CacheConfig, Config, ModelConfig, ScheduleConfig, SwitchConfig, TextConfig, VaeConfig, VideoConfig,
+    config_to_dict,
 )
 from longvid.model import build_transformer  # noqa: E402
 from longvid.pipeline import StreamPipeline  # noqa: E402
@@ -55,3 +58,16 @@ def tiny_pipeline(cfg: Config | None = None, seed: int = 0) -> StreamPipeline:
 @pytest.fixture
 def pipeline_factory():
     return tiny_pipeline
+
+
+def write_weighted_config(tmp_path) -> str:
+    """A tiny config (1 thread) whose random transformer weights (seed 0) are saved to a file, so
+    that two runs, or a subprocess, use one model; returns the config file's path."""
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in build_transformer(tiny_config().model).state_dict().items()},
+              str(weights))
+    config = tmp_path / "tiny.yaml"
+    data = config_to_dict(tiny_config(weights={"transformer": str(weights)}, runtime={"threads": 1}))
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return str(config)

@@ -12,14 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config, tiny_pipeline
-from safetensors.torch import save_file
+from conftest import tiny_pipeline, write_weighted_config
 from typer.testing import CliRunner
 
 from cli.app import app
-from longvid.config import config_to_dict
 from longvid.live import LiveSession, LiveTimeline
-from longvid.model import build_transformer
 from longvid.preview import MAX_BODY_BYTES, PreviewServer
 from longvid.timeline import MAX_PROMPT_CHARS, single
 
@@ -135,14 +132,7 @@ def tiny_weighted(tmp_path, monkeypatch) -> str:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CI", "true")
     threads = torch.get_num_threads()
-    torch.manual_seed(0)
-    weights = tmp_path / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in build_transformer(tiny_config().model).state_dict().items()},
-              str(weights))
-    config = tmp_path / "tiny.yaml"
-    data = config_to_dict(tiny_config(weights={"transformer": str(weights)}, runtime={"threads": 1}))
-    config.write_text(yaml.safe_dump(data), encoding="utf-8")
-    yield str(config)
+    yield write_weighted_config(tmp_path)
     torch.set_num_threads(threads)
 
 

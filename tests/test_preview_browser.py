@@ -19,14 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from browser import missing, start_chromium
-from conftest import tiny_config
-from safetensors.torch import save_file
+from conftest import write_weighted_config
 
-from longvid.config import config_to_dict
-from longvid.model import build_transformer
 
 REASON = missing()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no browser: {REASON}")
@@ -72,17 +68,6 @@ class LiveRun:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-
-
-def write_weighted_config(tmp_path: Path) -> str:
-    torch.manual_seed(0)
-    weights = tmp_path / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in build_transformer(tiny_config().model).state_dict().items()},
-              str(weights))
-    config = tmp_path / "tiny.yaml"
-    data = config_to_dict(tiny_config(weights={"transformer": str(weights)}, runtime={"threads": 1}))
-    config.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return str(config)
 
 
 def status_code(port: int, path: str, headers: dict) -> int:
