@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from cli.live import LiveOptions, LiveRun
+from cli.live import DEFAULT_VIEW_FPS, LiveOptions, LiveRun
 from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline, weights_status
 from longvid.config import available_configs, config_dir, config_to_dict, load_config
 from longvid import signals
@@ -384,6 +384,9 @@ def generate(
         help="Address the preview page listens on.", rich_help_panel="Live")] = "127.0.0.1",
     preview_port: Annotated[int, typer.Option(
         help="Port of the preview page (0: any free port).", rich_help_panel="Live")] = 0,
+    preview_fps: Annotated[float, typer.Option(
+        help="Frames a second sent to the preview page (at most the video's; each costs the "
+             "browser CPU the generator could use).", rich_help_panel="Live")] = DEFAULT_VIEW_FPS,
     open_browser: Annotated[bool, typer.Option(
         "--open", help="Open the preview page in the default browser.", rich_help_panel="Live")] = False,
     live_timeline: Annotated[Optional[Path], typer.Option(
@@ -409,7 +412,7 @@ def generate(
     """
     interactive, plain = _interactive(), not quiet
     live_options = LiveOptions(preview or open_browser, preview_window, stdin_prompts, preview_host, preview_port,
-                               open_browser, live_timeline)
+                               open_browser, live_timeline, preview_fps)
     tracker = checkpointer = point = state = None
     try:
         with _user_errors():

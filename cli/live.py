@@ -19,6 +19,7 @@ import typer
 from longvid.errors import OutputError
 from longvid.frames import Frame
 from longvid.live import STDIN_HELP, LiveSession, LiveTimeline, read_commands
+from longvid.preview import DEFAULT_VIEW_FPS
 from longvid.timeline import Timeline
 from longvid.writers import ManifestWriter
 
@@ -34,6 +35,7 @@ class LiveOptions:
     port: int = 0
     open_browser: bool = False
     record: Optional[Path] = None  # --live-timeline
+    view_fps: float = DEFAULT_VIEW_FPS  # --preview-fps
 
     @property
     def on(self) -> bool:
@@ -85,7 +87,7 @@ class LiveRun:
         if options.page:
             from longvid.preview import PreviewServer
 
-            server = PreviewServer(session, options.host, options.port)
+            server = PreviewServer(session, options.host, options.port, view_fps=options.view_fps)
         return cls(options, timeline, session, root, server)
 
     def __enter__(self) -> "LiveRun":

@@ -23,7 +23,9 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -39,9 +41,11 @@ MAX_BODY_BYTES = 16 * 1024  # a prompt of MAX_PROMPT_CHARS characters in JSON fi
 MAX_STREAMS = 8  # concurrent MJPEG viewers; more get 503
 STREAM_WAIT_SECONDS = 1.0  # a stream re-checks for the end of the run this often
 REPEAT_AFTER_SECONDS = 0.2  # an idle stream repeats its last frame once after this long
-MAX_VIEW_FPS = 30  # a viewer gets at most this many frames a second (screens show no more), and
-# never more than the video's own frame rate: a faster generator is sampled, which keeps the
-# viewer's CPU (JPEG, browser decode and paint) off the cores that generate
+DEFAULT_VIEW_FPS = 10  # frames a second sent to each viewer (--preview-fps), and never more than
+# the video's own rate: a faster generator is sampled. Each frame costs the browser ~3 ms of CPU
+# (decode, paint) on the cores that generate; docs/preview.md has the measurements.
+MAX_VIEW_FPS = 60
+VIEWER_NICENESS = 10  # Linux: the server's threads yield the CPU to the generating threads
 TOKEN_HEADER = "X-Longvid-Token"
 BOUNDARY = "longvidframe"
 LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -108,14 +112,25 @@ q("#stop").onclick = async () => {
   try { await post("/stop"); say("stopping after this block; the video is saved"); }
   catch (err) { say(err.message); }
 };
+// every poll only sets text and the play head; the timeline is rebuilt when its prompts change
+// (a DOM rebuild twice a second costs the browser, and so the generator, CPU for nothing)
+let shown = "";
+function setText(sel, text) { const e = q(sel); if (e.textContent !== text) e.textContent = text; }
 function render(s) {
-  q("#state").textContent = s.state;
-  q("#count").textContent = s.frame + " / " + s.total;
-  q("#fps").textContent = s.fps.toFixed(1);
-  q("#prompt").textContent = s.prompt;
-  q("#pause").textContent = s.state === "paused" ? "Resume" : "Pause";
-  q("#next").textContent = s.next_prompt_frame === null ? "none (last block)" : "frame " + s.next_prompt_frame;
+  setText("#state", s.state);
+  setText("#count", s.frame + " / " + s.total);
+  setText("#fps", s.fps.toFixed(1));
+  setText("#prompt", s.prompt);
+  setText("#pause", s.state === "paused" ? "Resume" : "Pause");
+  setText("#next", s.next_prompt_frame === null ? "none (last block)" : "frame " + s.next_prompt_frame);
   q("#text").maxLength = s.max_prompt_chars;
+  const done = s.state === "finished";
+  const key = JSON.stringify([s.total, s.prompts, done]);
+  if (key !== shown) { shown = key; timeline(s, done); }
+  q("#head").style.left = (100 * s.frame / s.total) + "%";
+  return done;
+}
+function timeline(s, done) {
   const bar = q("#bar"); bar.replaceChildren();
   const list = q("#list"); list.replaceChildren();
   s.prompts.forEach((p, i) => {
@@ -133,11 +148,9 @@ function render(s) {
     list.appendChild(li);
   });
   const head = document.createElement("div");
-  head.id = "head"; head.style.left = (100 * s.frame / s.total) + "%";
+  head.id = "head";
   bar.appendChild(head);
-  const done = s.state === "finished";
   ["#send", "#pause", "#stop"].forEach(b => q(b).disabled = done);
-  return done;
 }
 async function poll() {
   try {
@@ -145,7 +158,7 @@ async function poll() {
     if (!r.ok) throw new Error(r.statusText);
     if (render(await r.json())) return;
   } catch (err) { q("#state").textContent = "disconnected (the run has ended)"; return; }
-  setTimeout(poll, 400);
+  setTimeout(poll, 500);
 }
 poll();
 """
@@ -179,16 +192,32 @@ _CSP = (f"default-src 'none'; img-src 'self'; connect-src 'self'; style-src {_sh
 # Inline style="" attributes set by the script go through the CSSOM, which CSP does not block.
 
 
+def _yield_cpu() -> None:
+    """Lower this thread's scheduling priority (Linux only: there a thread id names one thread;
+    elsewhere the same call would renice the whole process, generation included)."""
+    if sys.platform.startswith("linux"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, max(VIEWER_NICENESS, os.getpriority(os.PRIO_PROCESS, tid)))
+        except OSError:
+            pass  # not allowed here: the preview still works, at normal priority
+
+
 class PreviewServer:
     """Serve the preview of `session` on http://host:port (port 0: any free port).
 
-    A fresh secret token is made per server unless one is given. `start()` serves in a daemon
+    A fresh secret token is made per server unless one is given. Each viewer gets at most
+    `view_fps` frames a second (never more than the video's rate). `start()` serves in a daemon
     thread; `close()` stops serving (viewers see the end of the stream).
     """
 
     def __init__(self, session: LiveSession, host: str = DEFAULT_HOST, port: int = 0,
-                 token: str | None = None) -> None:
+                 token: str | None = None, view_fps: float = DEFAULT_VIEW_FPS) -> None:
+        if not 0 < view_fps <= MAX_VIEW_FPS:
+            raise PreviewError(f"preview frame rate {view_fps} is out of range: give --preview-fps "
+                               f"between 1 and {MAX_VIEW_FPS}")
         self.session = session
+        self.view_fps = min(float(view_fps), float(session.timeline.fps))
         self.token = token or secrets.token_urlsafe(24)
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         handler = type("Handler", (_Handler,), {"preview": self})
@@ -236,6 +265,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "longvid-preview"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        _yield_cpu()
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         pass  # a request log would scroll the terminal under the progress output
@@ -358,7 +391,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.wfile.write(f"--{BOUNDARY}\r\n".encode())
             seen, sent_at, repeated = 0, 0.0, True
-            period = 1.0 / min(MAX_VIEW_FPS, preview.session.timeline.fps)
+            period = 1.0 / preview.view_fps
             while True:
                 # at most one part per video frame period: a fast generator is sampled, not mirrored
                 time.sleep(max(0.0, sent_at + period - time.monotonic()))

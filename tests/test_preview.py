@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
+import sys
 import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -17,6 +21,8 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from longvid.live import LiveSession, LiveTimeline
+from longvid import preview
+from longvid.frames import Frame
 from longvid.preview import MAX_BODY_BYTES, PreviewServer
 from longvid.timeline import MAX_PROMPT_CHARS, single
 
@@ -121,6 +127,52 @@ def test_stream_serves_frames_and_generation_survives_a_viewer_leaving(server):
     assert session.hub.encoded <= 64
 
 
+def test_viewer_gets_at_most_view_fps_frames_a_second_at_lower_priority():
+    """A generator far faster than the viewer's rate is sampled: parts arrive no faster than
+    `view_fps`, and the thread serving them runs niced (Linux) so generation keeps the CPU."""
+    session = LiveSession(LiveTimeline(single("a red ball", 60.0, FPS, TF), K))
+    with PreviewServer(session, port=0, view_fps=5) as srv:
+        assert srv.view_fps == 5
+        nice = []
+        orig = preview._yield_cpu
+
+        def spy():
+            orig()
+            if sys.platform.startswith("linux"):
+                nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        preview._yield_cpu = spy
+        try:
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            sock.sendall(f"GET /stream?token={srv.token} HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n\r\n".encode())
+            stop = threading.Event()
+
+            def publish():  # ~200 frames a second, like the built-in model on this CPU
+                i = 0
+                while not stop.is_set():
+                    session.hub.publish(Frame(index=i, image=np.zeros((8, 8, 3), np.uint8)))
+                    i += 1
+                    time.sleep(0.005)
+            producer = threading.Thread(target=publish)
+            producer.start()
+            data, t0 = b"", time.monotonic()
+            while time.monotonic() - t0 < 1.5:
+                data += sock.recv(65536)
+            stop.set()
+            producer.join()
+            sock.close()
+        finally:
+            preview._yield_cpu = orig
+    parts = data.count(b"Content-Type: image/jpeg")
+    assert 3 <= parts <= 10  # 5 a second for 1.5 s, give or take start-up
+    if sys.platform.startswith("linux"):
+        assert nice and min(nice) >= preview.VIEWER_NICENESS
+    with pytest.raises(preview.PreviewError, match="--preview-fps"):
+        PreviewServer(session, port=0, view_fps=0)
+    fast = PreviewServer(session, port=0, view_fps=60)
+    fast.close()
+    assert fast.view_fps == FPS  # never above the video's own rate
+
+
 # --- the CLI ---------------------------------------------------------------------------------------
 
 runner = CliRunner()
@@ -196,4 +248,7 @@ def test_live_option_errors(tiny_weighted, tmp_path, monkeypatch):
         port = str(busy.getsockname()[1])
         one_error_line(runner.invoke(app, [*base, "--out", "p.mp4", "--preview", "--preview-port", port]),
                        "cannot serve the preview")
-    assert not (tmp_path / "w.mp4").exists() and not (tmp_path / "p.mp4").exists()
+    one_error_line(runner.invoke(app, [*base, "--out", "f.mp4", "--preview", "--preview-fps", "0"]),
+                   "--preview-fps")
+    for name in ("w.mp4", "p.mp4", "f.mp4"):
+        assert not (tmp_path / name).exists()
