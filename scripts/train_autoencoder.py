@@ -2,6 +2,12 @@
 
     python scripts/train_autoencoder.py                 # train (resumes if interrupted)
     python scripts/train_autoencoder.py --export-only   # write the safetensors from the checkpoint
+    python scripts/train_autoencoder.py --decoder-only --run runs/decoder   # stage 1b (below)
+
+Stage 1b, `--decoder-only`: start from the exported autoencoder, freeze the encoder and the latent
+statistics, and train the decoder alone. The latent space stays bit-for-bit the same, so a
+generator trained on it keeps working; only the pictures it decodes to get better (the first
+decoder, 1,800 joint steps, drew squares and triangles as round blobs).
 
 Clips are rendered on the fly (longvid.world). Most steps train on random crops (the network is
 fully convolutional, so crops teach it the same thing 4x cheaper), the last ones on full frames.
@@ -21,7 +27,8 @@ import torch.nn.functional as F
 from trainutil import REPO, Run, to_model_range, warmup_cosine
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
-from longvid.loading import save_autoencoder
+from longvid.evaluate import detect_frame
+from longvid.loading import load_autoencoder, save_autoencoder
 from longvid.world import BACKGROUNDS, COLOURS, SceneSpec, make_clip, random_spec, sample_switching_clip
 
 
@@ -62,6 +69,36 @@ def palette_error(ae: CausalAutoencoder, size: int) -> tuple[float, str]:
     return worst, where
 
 
+def edge_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted L1 between the horizontal and vertical image gradients of y and x: a plain
+    L1/MSE is content with a round blob where the truth has a corner."""
+    total = 0.0
+    for dim in (3, 4):
+        dy, dx = y.diff(dim=dim), x.diff(dim=dim)
+        w = weight.narrow(dim, 0, dy.shape[dim])
+        total = total + (w * (dy - dx).abs()).mean() / w.mean()
+    return total
+
+
+def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[float, float]:
+    """Share of reconstructed frames whose detected shape and object count are the truth's, by
+    the evaluator's own detector (longvid.evaluate), on fixed clips: what `longvid eval` can
+    score at best through this decoder."""
+    rng = np.random.default_rng(12345)
+    shape_ok, count_ok = [], []
+    for _ in range(clips):
+        spec = random_spec(rng)
+        clip, _ = make_clip(spec, 13, rng, size)
+        with torch.no_grad():
+            r = ae.decode(ae.encode(to_model_range(clip[None])))
+        frames = ((r[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+        for f in frames:
+            d = detect_frame(f)
+            shape_ok.append(d.shape == spec.shape)
+            count_ok.append(len(d.objects) == spec.count)
+    return float(np.mean(shape_ok)), float(np.mean(count_ok))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=str(REPO / "runs" / "autoencoder"))
@@ -77,13 +114,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"))
     ap.add_argument("--export-only", action="store_true")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="train the decoder of --init (encoder and latent statistics frozen), see above")
+    ap.add_argument("--edge-weight", type=float, default=0.0,
+                    help="weight of an L1 loss on image gradients (sharp corners; stage 1b uses 1)")
+    ap.add_argument("--init", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"),
+                    help="with --decoder-only: the autoencoder whose encoder is kept")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
     run = Run(args.run, ["loss", "l1", "mse", "lr"])
-    ae = CausalAutoencoder(AutoencoderConfig())
-    opt = torch.optim.AdamW(ae.parameters(), lr=args.lr, weight_decay=1e-4)
+    if args.decoder_only:
+        ae = load_autoencoder(args.init)
+        ae.encoder.requires_grad_(False)
+        trained = ae.decoder
+    else:
+        ae = CausalAutoencoder(AutoencoderConfig())
+        trained = ae
+    opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=1e-4)
     start = run.resume(model=ae, opt=opt)
     rng = np.random.default_rng([args.seed, start])  # fresh but reproducible stream after resume
     total = args.steps
@@ -98,7 +147,8 @@ def main() -> None:
         x = sample_batch(rng, batch, args.frames, args.size, args.size if full else args.crop)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        z = ae.encode(x)
+        with torch.set_grad_enabled(not args.decoder_only):
+            z = ae.encode(x)
         # noise relative to each channel's own spread: a global scale drowns low-variance
         # channels (it erased navy vs dark green and cyan vs blue in a first run)
         ch_std = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
@@ -110,7 +160,9 @@ def main() -> None:
         weight = 1 + (OBJECT_WEIGHT - 1) * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).float()
         l1 = (weight * (y - x).abs()).mean() / weight.mean()
         mse = (weight * (y - x).pow(2)).mean() / weight.mean()
-        loss = l1 + mse + 1e-4 * z.pow(2).mean()
+        loss = l1 + mse + (0.0 if args.decoder_only else 1e-4 * z.pow(2).mean())
+        if args.edge_weight:
+            loss = loss + args.edge_weight * edge_loss(y, x, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
@@ -123,22 +175,26 @@ def main() -> None:
         if (step + 1) % 100 == 0 or step + 1 == total:
             run.save(step + 1, model=ae, opt=opt)
 
-    # Latent statistics over fresh full-size clips -> unit-scale latents for the generator.
+    # Latent statistics over fresh full-size clips -> unit-scale latents for the generator
+    # (kept as they are when only the decoder was trained: the latent space must not move).
     ae.eval()
     with torch.no_grad():
-        ae.latents_mean.zero_()
-        ae.latents_std.fill_(1.0)
-        zs = torch.cat([ae.encode(sample_batch(rng, 4, 13, args.size, args.size)) for _ in range(8)], dim=0)
-        zs = zs.transpose(0, 1).flatten(1)
-        ae.latents_mean.copy_(zs.mean(1))
-        ae.latents_std.copy_(zs.std(1).clamp_min(1e-3))
+        if not args.decoder_only:
+            ae.latents_mean.zero_()
+            ae.latents_std.fill_(1.0)
+            zs = torch.cat([ae.encode(sample_batch(rng, 4, 13, args.size, args.size)) for _ in range(8)], dim=0)
+            zs = zs.transpose(0, 1).flatten(1)
+            ae.latents_mean.copy_(zs.mean(1))
+            ae.latents_std.copy_(zs.std(1).clamp_min(1e-3))
         x = sample_batch(rng, 4, 13, args.size, args.size)
         err = (ae.decode(ae.encode(x)) - x).abs().mean().item()
         worst, where = palette_error(ae, args.size)
+        shapes, counts = shape_accuracy(ae, args.size)
     save_autoencoder(ae, args.out)
     run.log(f"exported {args.out}: latent mean {ae.latents_mean.tolist()} std {ae.latents_std.tolist()}; "
             f"held-out L1 {err:.4f} ({err * 127.5:.2f} grey levels); worst palette error "
-            f"{worst:.1f} grey levels ({where})")
+            f"{worst:.1f} grey levels ({where}); reconstructed frames with the right shape {shapes:.2f}, "
+            f"object count {counts:.2f} (longvid.evaluate's detector)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,140 @@
+"""Does the generator continue its context? A teacher-forced check of one inference step.
+
+    python scripts/diag_generator.py --weights runs/generator-p4/transformer.safetensors
+
+For samples drawn exactly as training draws them (`train_generator.build_batch`: sink + window
+of ground-truth latents, the next block as the target), run the engine's few-step sampler on the
+target block and compare its x0 with the truth, against two baselines:
+
+- copy: every target frame = the last context frame (a model that only persists the scene);
+- blind: the same sampler with the context hidden (a model that only reads the prompt).
+
+A model that uses its context must beat `blind` by far and `copy` somewhat (objects move). Errors
+are latent MSEs over object positions (where the truth differs from the frame's median latent)
+and over all positions. No learned judge, no pixels: this isolates the generator from the decoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from train_generator import CaptionBank, Data, build_batch
+
+from longvid.config import load_config
+from longvid.evaluate import detect_frame
+from longvid.loading import load_autoencoder
+from longvid.vae import to_uint8
+from longvid.loading import load_into, load_minilm, read_state_dict
+from longvid.model import build_transformer
+from longvid.schedule import FlowMatch, make_schedule
+from longvid.text import HFTextEncoder
+from longvid.world import caption
+from trainutil import REPO
+
+
+def errors(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    """(object MSE, overall MSE) over target frames; pred/truth (B, C, F, h, w)."""
+    background = truth.flatten(3).median(dim=3).values[..., None, None]
+    obj = ((truth - background).norm(dim=1, keepdim=True) > 1.0).float()
+    se = (pred - truth).pow(2).mean(dim=1, keepdim=True)
+    return float((se * obj).sum() / obj.sum().clamp_min(1)), float(se.mean())
+
+
+def pixel_scores(ae, pred: torch.Tensor, specs: list) -> np.ndarray:
+    """Decode each sample's target block alone and detect it: share of frames with the spec's
+    colour and shape, mean centroid error in px is left to the caller. -> (B, 2)."""
+    with torch.no_grad():
+        video = ae.decode(pred, None, True)  # (B, 3, T, H, W)
+    out = []
+    for i, spec in enumerate(specs):
+        frames = to_uint8(video[i : i + 1])  # (T, H, W, 3)
+        dets = [detect_frame(f) for f in frames]
+        out.append([np.mean([d.colour == spec.colour for d in dets]),
+                    np.mean([d.shape == spec.shape for d in dets]),
+                    np.mean([len(d.objects) == spec.count for d in dets])])
+    return np.array(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="longvid-shapes")
+    ap.add_argument("--weights", default=str(REPO / "longvid" / "weights" / "shapes" / "transformer.safetensors"))
+    ap.add_argument("--data", default=str(REPO / "runs" / "latents" / "shard_*.pt"))
+    ap.add_argument("--samples", type=int, default=96)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    S, W, k = cfg.cache.sink_frames, cfg.cache.window_frames, cfg.schedule.block_frames
+    sc = cfg.schedule
+    steps_t = make_schedule(sc.kind, list(sc.timesteps), k, sc.shift, sc.ar_step, sc.num_train_timesteps).timesteps
+    flow = FlowMatch(sc.num_train_timesteps)
+    model = build_transformer(cfg.model).eval()
+    state, _ = read_state_dict(args.weights)
+    load_into(model, state, args.weights)
+    text_model, tok = load_minilm()
+    bank = CaptionBank(HFTextEncoder(text_model, tok, cfg.text.max_length))
+    data = Data(args.data)
+    ae = load_autoencoder(REPO / cfg.weights.vae).eval()
+    rng = np.random.default_rng(1234)
+    pix: dict[str, list] = {"truth": [], "model": [], "first-step": [], "blind": []}
+    positions = torch.arange(S + W + k)
+    totals: dict[str, list[tuple[float, float]]] = {"model": [], "blind": [], "copy": [], "first-step": []}
+    for _ in range(args.samples // args.batch):
+        clips, x0, masks, target, seg_of_slot = build_batch(data, rng, args.batch, S, W, k, 0.0)
+        B, slots = target.shape
+        keep = target.sum(1) == k
+        caps, index = [], torch.zeros(B, slots, dtype=torch.long)
+        for i in range(B):
+            for s_ in range(slots):
+                caps.append(caption(data.specs[clips[i]][int(seg_of_slot[i, s_])], rng, "train"))
+                index[i, s_] = len(caps) - 1
+        text = model.text_context(bank.embed(caps)).per_frame(index.flatten())
+        tgt = target[:, None, :, None, None]
+        blind_mask = masks & ~(~target[:, None, :] & target[:, :, None])  # target cannot see context
+        truth = x0[:, :, target[0]] if False else torch.stack([x0[i][:, target[i]] for i in range(B)])
+
+        def sample(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            g = torch.Generator().manual_seed(0)
+            x = torch.where(tgt, torch.randn(x0.shape, generator=g), x0)
+            first = None
+            with torch.no_grad():
+                for j, tj in enumerate(steps_t):
+                    t = torch.where(target, torch.full((B, slots), float(tj)), torch.zeros(B, slots))
+                    v = model(x, t, text, frame_positions=positions, frame_mask=mask).float()
+                    xh = flow.to_x0(x, v, t)
+                    first = xh if first is None else first
+                    if j + 1 < len(steps_t):
+                        t_next = torch.where(target, torch.full((B, slots), float(steps_t[j + 1])), torch.zeros(B, slots))
+                        x = torch.where(tgt, flow.add_noise(xh, flow.to_noise(x, v, t), t_next), x0)
+            return xh, first
+
+        pred, first = sample(masks)
+        blind, _ = sample(blind_mask)
+        last_ctx = torch.stack([x0[i][:, target[i].nonzero()[0, 0] - 1] for i in range(B)])
+        copy = last_ctx[:, :, None].expand_as(truth)
+        pick = lambda y: torch.stack([y[i][:, target[i]] for i in range(B)])[keep]
+        totals["model"].append(errors(pick(pred), truth[keep]))
+        totals["first-step"].append(errors(pick(first), truth[keep]))
+        totals["blind"].append(errors(pick(blind), truth[keep]))
+        totals["copy"].append(errors(copy[keep], truth[keep]))
+        specs = [data.specs[c][int(seg_of_slot[i, target[i]][0])] for i, c in enumerate(clips) if keep[i]]
+        for name, y in (("truth", truth[keep]), ("model", pick(pred)), ("first-step", pick(first)), ("blind", pick(blind))):
+            pix[name].append(pixel_scores(ae, y, specs))
+    print(f"{args.weights}: {args.samples} teacher-forced blocks")
+    print("| predictor | object MSE | overall MSE |\n|---|---|---|")
+    for name, v in totals.items():
+        a = np.array(v).mean(0)
+        print(f"| {name} | {a[0]:.3f} | {a[1]:.4f} |")
+    print("\n| decoded | colour | shape | object count |\n|---|---|---|---|")
+    for name, v in pix.items():
+        a = np.concatenate(v).mean(0)
+        print(f"| {name} | {a[0]:.2f} | {a[1]:.2f} | {a[2]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
