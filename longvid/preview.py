@@ -158,7 +158,7 @@ async function poll() {
     if (!r.ok) throw new Error(r.statusText);
     if (render(await r.json())) return;
   } catch (err) { q("#state").textContent = "disconnected (the run has ended)"; return; }
-  setTimeout(poll, 500);
+  setTimeout(poll, 1000);
 }
 poll();
 """

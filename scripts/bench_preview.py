@@ -11,6 +11,11 @@ the first frame of block 1 (after warm-up, and in "on" runs after the page shows
 frame) to the end of the MP4. With --screenshot, one more (untimed) run types a prompt into the
 page and saves a screenshot of it mid-run.
 
+    python scripts/bench_preview.py --browser-cpu 0.1,2,5,10,16,30
+
+measures instead what the page costs the browser: Chromium's CPU time (all its processes, from
+/proc, Linux) over 10 s of watching a synthetic 170 frames/s stream, at each viewer frame rate.
+
 Needs Debian's chromium and chromium-driver and `pip install selenium` (nothing is downloaded).
 A benchmark, not a test: it asserts nothing.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +42,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser import missing, start_chromium  # noqa: E402
 
 from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline  # noqa: E402
+from longvid.frames import Frame  # noqa: E402
 from longvid.live import LiveSession, LiveTimeline, first_pixel_frame  # noqa: E402
-from longvid.preview import PreviewServer  # noqa: E402
+from longvid.preview import DEFAULT_VIEW_FPS, PreviewServer  # noqa: E402
+from longvid.timeline import single  # noqa: E402
 from longvid.writers import Mp4Writer, write_stream  # noqa: E402
 
 PROMPT = "a red circle bouncing on a black background"
@@ -81,14 +90,18 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     ap.add_argument("--seconds", type=float, default=60.0, help="video length of each run")
     ap.add_argument("--repeats", type=int, default=3, help="pairs of off/on runs (0: screenshot only)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the built-in config's is 1)")
+    ap.add_argument("--preview-fps", type=float, default=DEFAULT_VIEW_FPS, help="frames a second sent to the page")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--screenshot", type=Path, help="also save a screenshot of the page mid-run")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--browser-cpu", help="comma-separated viewer frame rates: measure Chromium's CPU instead")
     args = ap.parse_args()
     reason = missing()
     if reason:
         sys.exit(f"cannot run: {reason}")
+    if args.browser_cpu:
+        return browser_cpu([float(x) for x in args.browser_cpu.split(",")])
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.config, args.overrides, allow_random=True)
     timeline = make_timeline(pipe.config, PROMPT, seconds=args.seconds)
@@ -102,12 +115,12 @@ def main() -> None:
             for i in range(args.repeats):
                 for mode in ("off", "on"):
                     fps = measure(pipe, timeline, args.seed, Path(tmp) / f"{mode}{i}.mp4",
-                                  browser if mode == "on" else None)
+                                  browser if mode == "on" else None, view_fps=args.preview_fps)
                     results[mode].append(fps)
                     print(f"run {i} {mode:3s}: {fps:7.2f} frames/s", file=sys.stderr)
             if args.screenshot is not None:
                 measure(pipe, make_timeline(pipe.config, PROMPT, seconds=max(args.seconds, 20)),
-                        args.seed, Path(tmp) / "shot.mp4", browser, args.screenshot)
+                        args.seed, Path(tmp) / "shot.mp4", browser, args.screenshot, args.preview_fps)
                 print(f"screenshot: {args.screenshot}", file=sys.stderr)
         finally:
             browser.quit()
@@ -115,7 +128,7 @@ def main() -> None:
         return
     off, on = statistics.median(results["off"]), statistics.median(results["on"])
     summary = {"config": args.config, "seconds": args.seconds, "repeats": args.repeats,
-               "threads": args.threads, "fps_off": results["off"], "fps_on": results["on"],
+               "threads": args.threads, "preview_fps": args.preview_fps, "fps_off": results["off"], "fps_on": results["on"],
                "median_off": round(off, 2), "median_on": round(on, 2),
                "on_vs_off_percent": round(100 * (on / off - 1), 2)}
     print("| preview | runs | median frames/s |\n|---|---:|---:|")
@@ -124,7 +137,63 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
-def measure(pipe, timeline, seed: int, out: Path, browser=None, screenshot: Path | None = None) -> float:
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) of every descendant process of `root`, from /proc."""
+    tick, parent, cpu = os.sysconf("SC_CLK_TCK"), {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry)], cpu[int(entry)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        for child, p in parent.items():
+            if p == pid:
+                total += cpu[child]
+                todo.append(child)
+    return total
+
+
+def browser_cpu(rates: list[float], seconds: float = 10.0) -> None:
+    """Chromium's CPU share while its page watches a synthetic stream at each viewer rate."""
+    images = [np.random.default_rng(i).integers(0, 255, (128, 128, 3), dtype=np.uint8) for i in range(8)]
+    print("| viewer frames/s | Chromium CPU (% of one core) |\n|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        browser = start_chromium(str(Path(tmp) / "profile"))
+        try:
+            for rate in rates:
+                session = LiveSession(LiveTimeline(single(PROMPT, 600.0, 16, 4), 3))
+                server = PreviewServer(session, view_fps=rate).start()
+                session.hub.publish(Frame(index=0, image=images[0]))
+                browser.get(server.url)
+                time.sleep(2.0)  # page loaded and settled
+                done = threading.Event()
+
+                def produce() -> None:
+                    i = 0
+                    while not done.is_set():
+                        session.hub.publish(Frame(index=i, image=images[i % len(images)]))
+                        i += 1
+                        time.sleep(1 / 170)
+                producer = threading.Thread(target=produce)
+                producer.start()
+                c0, t0 = _tree_cpu_seconds(os.getpid()), time.monotonic()
+                time.sleep(seconds)
+                share = (_tree_cpu_seconds(os.getpid()) - c0) / (time.monotonic() - t0)
+                done.set()
+                producer.join()
+                browser.get("about:blank")
+                server.close()
+                print(f"| {rate:g} | {100 * share:.1f} |")
+        finally:
+            browser.quit()
+
+
+def measure(pipe, timeline, seed: int, out: Path, browser=None, screenshot: Path | None = None,
+            view_fps: float = DEFAULT_VIEW_FPS) -> float:
     """Frames/s from the first frame of block 1 to the end of the MP4."""
     k, tf = pipe.schedule.block_frames, timeline.temporal_factor
     start_index = first_pixel_frame(k, tf)
@@ -135,7 +204,7 @@ def measure(pipe, timeline, seed: int, out: Path, browser=None, screenshot: Path
         session = LiveSession(LiveTimeline(timeline, k), seed=seed)
         timer = Timed(pipe.stream(session.timeline, seed=seed), start_index)
         frames = session.wrap(timer)
-        server = PreviewServer(session).start()
+        server = PreviewServer(session, view_fps=view_fps).start()
         session.pause("bench")  # held after frame 0 until the page shows it
         helper = threading.Thread(target=_watch, args=(browser, server, session, screenshot), daemon=True)
         helper.start()
