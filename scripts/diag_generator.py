@@ -96,7 +96,7 @@ def main() -> None:
         text = model.text_context(bank.embed(caps)).per_frame(index.flatten())
         tgt = target[:, None, :, None, None]
         blind_mask = masks & ~(~target[:, None, :] & target[:, :, None])  # target cannot see context
-        truth = x0[:, :, target[0]] if False else torch.stack([x0[i][:, target[i]] for i in range(B)])
+        truth = torch.stack([x0[i][:, target[i]] for i in range(B)])
 
         def sample(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             g = torch.Generator().manual_seed(0)
