@@ -42,7 +42,7 @@ MAX_STREAMS = 8  # concurrent MJPEG viewers; more get 503
 STREAM_WAIT_SECONDS = 1.0  # a stream re-checks for the end of the run this often
 REPEAT_AFTER_SECONDS = 0.2  # an idle stream repeats its last frame once after this long
 DEFAULT_VIEW_FPS = 10  # frames a second sent to each viewer (--preview-fps), and never more than
-# the video's own rate: a faster generator is sampled. Each frame costs the browser ~3 ms of CPU
+# the video's own rate: a faster generator is sampled. Each frame costs the browser ~4 ms of CPU
 # (decode, paint) on the cores that generate; docs/preview.md has the measurements.
 MAX_VIEW_FPS = 60
 VIEWER_NICENESS = 10  # Linux: the server's threads yield the CPU to the generating threads
