@@ -44,8 +44,8 @@ def errors(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
 
 
 def pixel_scores(ae, pred: torch.Tensor, specs: list) -> np.ndarray:
-    """Decode each sample's target block alone and detect it: share of frames with the spec's
-    colour and shape, mean centroid error in px is left to the caller. -> (B, 2)."""
+    """Decode each sample's target block alone and detect it with longvid.evaluate's detector:
+    per sample, the share of frames with the spec's colour, shape and object count. -> (B, 3)."""
     with torch.no_grad():
         video = ae.decode(pred, None, True)  # (B, 3, T, H, W)
     out = []
@@ -96,7 +96,8 @@ def main() -> None:
         text = model.text_context(bank.embed(caps)).per_frame(index.flatten())
         tgt = target[:, None, :, None, None]
         blind_mask = masks & ~(~target[:, None, :] & target[:, :, None])  # target cannot see context
-        truth = torch.stack([x0[i][:, target[i]] for i in range(B)])
+        pick = lambda y: torch.stack([y[i][:, target[i]] for i in range(B)])[keep]  # noqa: E731
+        truth = pick(x0)  # the target blocks of complete samples
 
         def sample(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             g = torch.Generator().manual_seed(0)
@@ -116,14 +117,13 @@ def main() -> None:
         pred, first = sample(masks)
         blind, _ = sample(blind_mask)
         last_ctx = torch.stack([x0[i][:, target[i].nonzero()[0, 0] - 1] for i in range(B)])
-        copy = last_ctx[:, :, None].expand_as(truth)
-        pick = lambda y: torch.stack([y[i][:, target[i]] for i in range(B)])[keep]
-        totals["model"].append(errors(pick(pred), truth[keep]))
-        totals["first-step"].append(errors(pick(first), truth[keep]))
-        totals["blind"].append(errors(pick(blind), truth[keep]))
-        totals["copy"].append(errors(copy[keep], truth[keep]))
+        copy = last_ctx[keep][:, :, None].expand_as(truth)
+        totals["model"].append(errors(pick(pred), truth))
+        totals["first-step"].append(errors(pick(first), truth))
+        totals["blind"].append(errors(pick(blind), truth))
+        totals["copy"].append(errors(copy, truth))
         specs = [data.specs[c][int(seg_of_slot[i, target[i]][0])] for i, c in enumerate(clips) if keep[i]]
-        for name, y in (("truth", truth[keep]), ("model", pick(pred)), ("first-step", pick(first)), ("blind", pick(blind))):
+        for name, y in (("truth", truth), ("model", pick(pred)), ("first-step", pick(first)), ("blind", pick(blind))):
             pix[name].append(pixel_scores(ae, y, specs))
     print(f"{args.weights}: {args.samples} teacher-forced blocks")
     print("| predictor | object MSE | overall MSE |\n|---|---|---|")

@@ -29,6 +29,7 @@ from trainutil import REPO, Run, to_model_range, warmup_cosine
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame
 from longvid.loading import load_autoencoder, save_autoencoder
+from longvid.vae import to_uint8
 from longvid.world import BACKGROUNDS, COLOURS, SceneSpec, make_clip, random_spec, sample_switching_clip
 
 
@@ -91,8 +92,7 @@ def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[f
         clip, _ = make_clip(spec, 13, rng, size)
         with torch.no_grad():
             r = ae.decode(ae.encode(to_model_range(clip[None])))
-        frames = ((r[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-        for f in frames:
+        for f in to_uint8(r):
             d = detect_frame(f)
             shape_ok.append(d.shape == spec.shape)
             count_ok.append(len(d.objects) == spec.count)
