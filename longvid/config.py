@@ -155,6 +155,9 @@ class RuntimeConfig:
     quantize: Literal["none", "int8"] = "none"  # int8: dynamic int8 Linear layers (CPU), quantize.py
     overlap: bool = False  # decode block b in a second thread while block b+1 is generated (stages.py)
     channels_last: bool = True  # the built-in decoder's convolutions in channels-last layout on the CPU
+    # the decoder's own dtype; None: `dtype` on CUDA, float32 on the CPU. bfloat16 on a CPU needs
+    # native bf16 (AVX512-BF16 or AMX), else float32 is used with a warning (emulated bf16 is slow)
+    decoder_dtype: Literal["float32", "bfloat16", "float16"] | None = None
 
 
 @dataclass

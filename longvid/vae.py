@@ -353,8 +353,8 @@ class AutoencoderStreamingDecoder(StreamingDecoder):
         return self._state
 
     def _set_cache(self, cache: Any) -> None:
-        device = next(self.autoencoder.parameters()).device
-        self._state = [c.to(device) if isinstance(c, Tensor) else c for c in cache]
+        p = next(self.autoencoder.parameters())
+        self._state = [c.to(p.device, p.dtype) if isinstance(c, Tensor) else c for c in cache]
 
     def _decode_block(self, latents: Tensor, first: bool) -> Tensor:
         p = next(self.autoencoder.parameters())

@@ -69,3 +69,52 @@ def test_save_load_roundtrip_and_errors(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(WeightsError, match="truncated|corrupt"):
         load_autoencoder(path)
+
+
+def _builtin_decoder(monkeypatch, native: bool, *overrides: str):
+    from longvid import api
+    from longvid.config import load_config
+
+    monkeypatch.setattr(api, "cpu_has_native_bf16", lambda: native)
+    return api._decoder(load_config("longvid-shapes", overrides), torch.device("cpu"))
+
+
+def test_decoder_dtype_setting(monkeypatch, recwarn):
+    dtype = lambda dec: next(dec.autoencoder.parameters()).dtype  # noqa: E731
+    assert dtype(_builtin_decoder(monkeypatch, True, "runtime.decoder_dtype=null")) == torch.float32
+    assert dtype(_builtin_decoder(monkeypatch, True, "runtime.decoder_dtype=bfloat16")) == torch.bfloat16
+    assert not recwarn.list
+    # a CPU that would only emulate bf16 (slowly) decodes in float32, and says so
+    with pytest.warns(UserWarning, match="not native on this CPU"):
+        dec = _builtin_decoder(monkeypatch, False, "runtime.decoder_dtype=bfloat16")
+    assert dtype(dec) == torch.float32
+
+
+def test_bfloat16_decode_matches_float32_on_the_built_in_weights(monkeypatch):
+    """The built-in config decodes in bf16 where the CPU has it: the pictures must stay those of
+    float32 (within a few grey levels, same detections), streamed in blocks as in a run."""
+    import numpy as np
+
+    from longvid.evaluate import detect_frame
+    from longvid.vae import to_uint8
+    from longvid.world import SceneSpec, make_clip
+
+    full = _builtin_decoder(monkeypatch, True, "runtime.decoder_dtype=float32")
+    half = _builtin_decoder(monkeypatch, True, "runtime.decoder_dtype=bfloat16")
+    clip, _ = make_clip(SceneSpec(shape="square", colour="orange", background="navy", motion="right",
+                                  size="large"), 21, np.random.default_rng(0), 128)
+    video = torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        z = full.autoencoder.encode(video)
+    a = to_uint8(torch.cat([full.decode(z[:, :, i : i + 2]) for i in range(0, 6, 2)], dim=2))
+    b = to_uint8(torch.cat([half.decode(z[:, :, i : i + 2]) for i in range(0, 6, 2)], dim=2))
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert a.shape == b.shape == (21, 128, 128, 3)
+    assert diff.mean() < 0.5 and diff.max() <= 16
+    same = []
+    for fa, fb in zip(a, b):
+        da, db = detect_frame(fa), detect_frame(fb)
+        big_a, big_b = (max(d.objects, key=lambda o: o.area) for d in (da, db))
+        assert np.allclose(big_a.centroid, big_b.centroid, atol=1.0)
+        same.append(len(da.objects) == len(db.objects) and da.shape == db.shape and da.colour == db.colour)
+    assert np.mean(same) >= 0.9
