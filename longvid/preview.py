@@ -62,7 +62,7 @@ def _sha256_csp(source: str) -> str:
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:0;background:#111;color:#ddd}
 main{display:flex;gap:20px;padding:16px;flex-wrap:wrap}
-#video{width:512px;height:512px;image-rendering:pixelated;background:#000;border:1px solid #333}
+#video{width:512px;max-width:100%;height:auto;min-height:64px;align-self:flex-start;image-rendering:pixelated;background:#000;border:1px solid #333}
 section{flex:1;min-width:300px}
 h1{font-size:16px;margin:0 0 8px}
 .row{margin:6px 0}

@@ -81,8 +81,9 @@ def status_code(port: int, path: str, headers: dict) -> int:
 def test_page_shows_frames_takes_a_prompt_and_stops(tmp_path):
     config = write_weighted_config(tmp_path)
     # an hour of tiny video: far longer than the test, which ends it with "Stop and save"
+    # 64x32 frames: the page must keep a video's aspect ratio
     run = LiveRun(tmp_path, "a red ball", "--seconds", "3600", "--config", config, "--out", "live.mp4",
-                  "--preview")
+                  "--set", "video.width=64", "--preview")
     browser = None
     try:
         url = run.url()
@@ -99,8 +100,11 @@ def test_page_shows_frames_takes_a_prompt_and_stops(tmp_path):
         q = browser.find_element
         # frames arrive: the image is decoded and the frame counter moves
         wait_for(lambda: browser.execute_script(
-            "const i = document.querySelector('#video'); return i.complete && i.naturalWidth == 32"),
+            "const i = document.querySelector('#video'); return i.complete && i.naturalWidth == 64"),
             "the first frame")
+        shown = browser.execute_script("const i = document.querySelector('#video');"
+                                       "return [i.clientWidth, i.clientHeight]")
+        assert shown[0] >= 256 and abs(shown[0] / shown[1] - 2) < 0.05  # scaled up, not squashed
         count = lambda: int(q("css selector", "#count").text.split("/")[0])  # noqa: E731
         first_count = wait_for(count, "the frame counter")
         wait_for(lambda: count() > first_count, "the frame counter to move")
