@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import loading
-from .config import Config, load_config, validate, weight_path
+from .config import Config, RuntimeConfig, load_config, validate, weight_path
 from .errors import ConfigError
 from .frames import Frame
 from .lora import attach_lora, lora_scale, merge_lora
@@ -110,7 +110,7 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and check is not None and check())
 
 
-def decoder_dtype(rt, device: torch.device) -> torch.dtype:
+def decoder_dtype(rt: RuntimeConfig, device: torch.device) -> torch.dtype:
     """The decoder's dtype: `runtime.decoder_dtype` if set, else `runtime.dtype` on CUDA and
     float32 on the CPU. Half precision on a CPU that would only emulate it falls back to float32."""
     if rt.decoder_dtype is None:

@@ -5,8 +5,9 @@
     python scripts/bench_preview.py --config PATH --json out.json
 
 Runs the same stream (same prompt, seed, MP4 writer) alternately without a preview ("off") and
-with the preview server up and a headless Chromium watching the page ("on"), and prints frames/s
-for each run and the ratio of the medians. Both are measured the same way: from the request for
+with the preview server up and a headless Chromium watching the page ("on"), pairs in ABBA order
+(off/on, on/off, ...), and prints frames/s for each run, the ratio of the medians and each pair's
+own ratio. Both are measured the same way: from the request for
 the first frame of block 1 (after warm-up, and in "on" runs after the page shows its first
 frame) to the end of the MP4. With --screenshot, one more (untimed) run types a prompt into the
 page and saves a screenshot of it mid-run.
