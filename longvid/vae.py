@@ -325,6 +325,12 @@ def _clone(value: Any) -> Any:
     return value
 
 
+def from_uint8(frames: np.ndarray) -> Tensor:
+    """(B, F, H, W, 3) uint8 RGB -> (B, 3, F, H, W) float in [-1, 1]: the inverse of `to_uint8`."""
+    x = torch.from_numpy(frames).float().div_(127.5).sub_(1.0)
+    return x.permute(0, 4, 1, 2, 3).contiguous()
+
+
 def to_uint8(video: Tensor) -> np.ndarray:
     """(1, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8 RGB, rounded and clamped."""
     if video.ndim != 5 or video.shape[0] != 1 or video.shape[1] != RGB_CHANNELS:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainutil import REPO, to_model_range
+from trainutil import REPO
 
 from longvid.loading import load_autoencoder
+from longvid.vae import from_uint8
 from longvid.world import make_clip, random_spec, switched_spec
 
 BLOCK = 3  # latent frames per block (configs/longvid-shapes.yaml)
@@ -66,7 +67,7 @@ def main() -> None:
         for _ in range(args.shard_size):
             frames, seg, sp = sample_clip(rng, args.latent_frames, args.size)
             with torch.no_grad():
-                z = ae.encode(to_model_range(frames[None]))[0]  # (C, T, h, w)
+                z = ae.encode(from_uint8(frames[None]))[0]  # (C, T, h, w)
             latents.append(z.transpose(0, 1).half())
             segments.append(torch.from_numpy(seg))
             specs.append([asdict(s) for s in sp])

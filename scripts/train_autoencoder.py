@@ -24,12 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainutil import REPO, Run, to_model_range, warmup_cosine
+from trainutil import REPO, Run, warmup_cosine
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame
 from longvid.loading import load_autoencoder, save_autoencoder
-from longvid.vae import to_uint8
+from longvid.vae import from_uint8, to_uint8
 from longvid.world import BACKGROUNDS, COLOURS, SceneSpec, make_clip, random_spec, sample_switching_clip
 
 
@@ -47,7 +47,7 @@ def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, c
             y, x = rng.integers(0, size - crop + 1, size=2)
             clip = clip[:, y : y + crop, x : x + crop]
         clips.append(clip)
-    return to_model_range(np.stack(clips))
+    return from_uint8(np.stack(clips))
 
 
 def palette_error(ae: CausalAutoencoder, size: int) -> tuple[float, str]:
@@ -58,7 +58,7 @@ def palette_error(ae: CausalAutoencoder, size: int) -> tuple[float, str]:
         for colour, rgb in COLOURS.items():
             clip, _ = make_clip(SceneSpec(shape="square", colour=colour, background=bg, size="large"), 5, 0, size)
             with torch.no_grad():
-                r = ae.decode(ae.encode(to_model_range(clip[None])))
+                r = ae.decode(ae.encode(from_uint8(clip[None])))
             r = ((r[0, :, -1].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).numpy()
             obj = np.abs(clip[-1].astype(float) - np.array(bg_rgb)).sum(-1) > 60
             inner = obj & np.roll(obj, 4, 0) & np.roll(obj, -4, 0) & np.roll(obj, 4, 1) & np.roll(obj, -4, 1)
@@ -91,7 +91,7 @@ def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[f
         spec = random_spec(rng)
         clip, _ = make_clip(spec, 13, rng, size)
         with torch.no_grad():
-            r = ae.decode(ae.encode(to_model_range(clip[None])))
+            r = ae.decode(ae.encode(from_uint8(clip[None])))
         for f in to_uint8(r):
             d = detect_frame(f)
             shape_ok.append(d.shape == spec.shape)

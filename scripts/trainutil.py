@@ -90,7 +90,3 @@ def warmup_cosine(step: int, base_lr: float, total: int, warmup: int, floor: flo
     return base_lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * p)))
 
 
-def to_model_range(frames: np.ndarray) -> torch.Tensor:
-    """(B, F, H, W, 3) uint8 -> (B, 3, F, H, W) float in [-1, 1]."""
-    x = torch.from_numpy(frames).float().div_(127.5).sub_(1.0)
-    return x.permute(0, 4, 1, 2, 3).contiguous()

@@ -96,14 +96,14 @@ def test_bfloat16_decode_matches_float32_on_the_built_in_weights(monkeypatch):
     import numpy as np
 
     from longvid.evaluate import detect_frame
-    from longvid.vae import to_uint8
+    from longvid.vae import from_uint8, to_uint8
     from longvid.world import SceneSpec, make_clip
 
     full = _builtin_decoder(monkeypatch, True, "runtime.decoder_dtype=float32")
     half = _builtin_decoder(monkeypatch, True, "runtime.decoder_dtype=bfloat16")
     clip, _ = make_clip(SceneSpec(shape="square", colour="orange", background="navy", motion="right",
                                   size="large"), 21, np.random.default_rng(0), 128)
-    video = torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    video = from_uint8(clip[None])
     with torch.no_grad():
         z = full.autoencoder.encode(video)
     a = to_uint8(torch.cat([full.decode(z[:, :, i : i + 2]) for i in range(0, 6, 2)], dim=2))
