@@ -141,6 +141,9 @@ def main() -> None:
     ap.add_argument("--init-from", default=None,
                     help="start from these weights when runs/ has no checkpoint (e.g. the committed "
                          "transformer.safetensors, to continue training in a new checkout)")
+    ap.add_argument("--init-partial", action="store_true",
+                    help="with --init-from: copy only the tensors whose shapes match (e.g. the blocks of a "
+                         "model trained on another latent space) and start the others afresh")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -159,6 +162,11 @@ def main() -> None:
     start = run.resume(model=model, ema=ema, opt=opt)
     if start == 0 and args.init_from:  # a new checkout: continue from the committed weights
         state, _ = read_state_dict(args.init_from)
+        if args.init_partial:
+            own = model.state_dict()
+            fresh = sorted(k for k, v in own.items() if k not in state or state[k].shape != v.shape)
+            state = {k: state[k] for k in own if k not in fresh} | {k: own[k] for k in fresh}
+            run.log(f"new latent space: {', '.join(fresh)} start afresh")
         load_into(model, state, args.init_from)
         load_into(ema, state, args.init_from)
         run.log(f"initialised from {args.init_from} (optimiser state starts afresh)")
