@@ -1,5 +1,7 @@
 """The built-in causal autoencoder: Wan's frame rule, causal streaming decode, save/load."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -118,3 +120,27 @@ def test_bfloat16_decode_matches_float32_on_the_built_in_weights(monkeypatch):
         assert np.allclose(big_a.centroid, big_b.centroid, atol=1.0)
         same.append(len(da.objects) == len(db.objects) and da.shape == db.shape and da.colour == db.colour)
     assert np.mean(same) >= 0.9
+
+
+def test_the_16_channel_autoencoder_keeps_circling_smooth_and_corners_square():
+    """`autoencoder-16ch.safetensors` (the next built-in latent space, docs/training.md): what the
+    evaluator reads on its round trips bounds what any generator on it can score. The 8-channel
+    one lurches inside a latent frame, so circles become polygons read as bouncing (~26 % of
+    circling frames right) and rounds squares; this one must not."""
+    import numpy as np
+
+    from longvid import evaluate
+    from longvid.vae import from_uint8, to_uint8
+    from longvid.world import SceneSpec, make_clip
+
+    ae = load_autoencoder(Path(__file__).resolve().parents[1] / "longvid" / "weights" / "shapes"
+                          / "autoencoder-16ch.safetensors")
+    assert ae.cfg.latent_channels == 16
+    clip, _ = make_clip(SceneSpec(shape="square", colour="yellow", background="navy", motion="circling",
+                                  size="large"), 49, np.random.default_rng(0), 128)
+    with torch.no_grad():
+        frames = to_uint8(ae.decode(ae.encode(from_uint8(clip[None]))))
+    report = evaluate.evaluate(frames, [(0, "a large yellow square circling on a navy background")], fps=16)
+    assert report["adherence"]["motion"] >= 0.8
+    assert report["adherence"]["shape"] >= 0.8
+    assert report["adherence"]["colour"] >= 0.95
