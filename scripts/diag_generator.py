@@ -82,6 +82,7 @@ def main() -> None:
     ae = load_autoencoder(REPO / cfg.weights.vae).eval()
     rng = np.random.default_rng(1234)
     pix: dict[str, list] = {"truth": [], "model": [], "first-step": [], "blind": []}
+    shapes: list[str] = []  # the spec's shape of each scored block
     positions = torch.arange(S + W + k)
     totals: dict[str, list[tuple[float, float]]] = {"model": [], "blind": [], "copy": [], "first-step": []}
     for _ in range(args.samples // args.batch):
@@ -125,15 +126,20 @@ def main() -> None:
         specs = [data.specs[c][int(seg_of_slot[i, target[i]][0])] for i, c in enumerate(clips) if keep[i]]
         for name, y in (("truth", truth), ("model", pick(pred)), ("first-step", pick(first)), ("blind", pick(blind))):
             pix[name].append(pixel_scores(ae, y, specs))
+        shapes.extend(spec.shape for spec in specs)
     print(f"{args.weights}: {args.samples} teacher-forced blocks")
     print("| predictor | object MSE | overall MSE |\n|---|---|---|")
     for name, v in totals.items():
         a = np.array(v).mean(0)
         print(f"| {name} | {a[0]:.3f} | {a[1]:.4f} |")
-    print("\n| decoded | colour | shape | object count |\n|---|---|---|---|")
+    kinds = sorted(set(shapes))
+    print("\n| decoded | colour | shape | " + " | ".join(f"shape: {k}s" for k in kinds) + " | object count |")
+    print("|---" * (4 + len(kinds)) + "|")
     for name, v in pix.items():
-        a = np.concatenate(v).mean(0)
-        print(f"| {name} | {a[0]:.2f} | {a[1]:.2f} | {a[2]:.2f} |")
+        a = np.concatenate(v)
+        by_shape = [a[[s == k for s in shapes], 1].mean() for k in kinds]
+        print(f"| {name} | {a[:, 0].mean():.2f} | {a[:, 1].mean():.2f} | "
+              + " | ".join(f"{x:.2f}" for x in by_shape) + f" | {a[:, 2].mean():.2f} |")
 
 
 if __name__ == "__main__":
