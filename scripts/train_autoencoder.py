@@ -90,6 +90,12 @@ def motion_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch
     return (w * (y.diff(dim=2) - x.diff(dim=2)).abs()).mean() / w.mean()
 
 
+def round_trip(ae: CausalAutoencoder, clip: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) uint8 frames -> the same frames encoded and decoded by `ae`."""
+    with torch.no_grad():
+        return to_uint8(ae.decode(ae.encode(from_uint8(clip[None]))))
+
+
 def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[float, float]:
     """Share of reconstructed frames whose detected shape and object count are the truth's, by
     the evaluator's own detector (longvid.evaluate), on fixed clips: what `longvid eval` can
@@ -99,9 +105,7 @@ def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[f
     for _ in range(clips):
         spec = random_spec(rng)
         clip, _ = make_clip(spec, 13, rng, size)
-        with torch.no_grad():
-            r = ae.decode(ae.encode(from_uint8(clip[None])))
-        for f in to_uint8(r):
+        for f in round_trip(ae, clip):
             d = detect_frame(f)
             shape_ok.append(d.shape == spec.shape)
             count_ok.append(len(d.objects) == spec.count)
@@ -121,9 +125,7 @@ def motion_accuracy(ae: CausalAutoencoder, size: int, clips: int = 4) -> dict[st
             spec = SceneSpec(shape=SHAPES[seed % len(SHAPES)], colour="yellow", background="navy",
                              motion=motion, size=SIZES[-1 - seed % 2])
             clip, _ = make_clip(spec, 97, seed, size)
-            with torch.no_grad():
-                frames = list(to_uint8(ae.decode(ae.encode(from_uint8(clip[None])))))
-            report = evaluate.evaluate(frames, [(0, caption(spec, np.random.default_rng(seed)))], fps=16)
+            report = evaluate.evaluate(round_trip(ae, clip), [(0, caption(spec, np.random.default_rng(seed)))], fps=16)
             ok.append(report["adherence"]["motion"])
         out[motion] = float(np.mean(ok))
     return out
