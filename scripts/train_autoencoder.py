@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from trainutil import REPO, Run, warmup_cosine
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
-from longvid.evaluate import detect_frame
+from longvid.evaluate import detect_frame, evaluate
 from longvid.loading import load_autoencoder, save_autoencoder
 from longvid.vae import from_uint8, to_uint8
 from longvid.world import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, SIZES, SceneSpec, caption, make_clip, random_spec,
@@ -116,8 +116,6 @@ def motion_accuracy(ae: CausalAutoencoder, size: int, clips: int = 4) -> dict[st
     """Per world motion, the share of frames of reconstructed 6-second clips whose motion
     `longvid.evaluate` reads as the truth's (the ground-truth clips score 1.0): the best motion
     adherence a generator can reach through this autoencoder."""
-    from longvid import evaluate
-
     out = {}
     for motion in MOTIONS:
         ok = []
@@ -125,7 +123,7 @@ def motion_accuracy(ae: CausalAutoencoder, size: int, clips: int = 4) -> dict[st
             spec = SceneSpec(shape=SHAPES[seed % len(SHAPES)], colour="yellow", background="navy",
                              motion=motion, size=SIZES[-1 - seed % 2])
             clip, _ = make_clip(spec, 97, seed, size)
-            report = evaluate.evaluate(round_trip(ae, clip), [(0, caption(spec, np.random.default_rng(seed)))], fps=16)
+            report = evaluate(round_trip(ae, clip), [(0, caption(spec, np.random.default_rng(seed)))], fps=16)
             ok.append(report["adherence"]["motion"])
         out[motion] = float(np.mean(ok))
     return out

@@ -165,7 +165,7 @@ def main() -> None:
         if args.init_partial:
             own = model.state_dict()
             fresh = sorted(k for k, v in own.items() if k not in state or state[k].shape != v.shape)
-            state = {k: state[k] for k in own if k not in fresh} | {k: own[k] for k in fresh}
+            state = {k: v if k in fresh else state[k] for k, v in own.items()}
             run.log(f"new latent space: {', '.join(fresh)} start afresh")
         load_into(model, state, args.init_from)
         load_into(ema, state, args.init_from)
