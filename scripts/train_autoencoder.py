@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainutil import REPO, Run, warmup_cosine
+from trainutil import REPO, Run, edge_loss, motion_loss, warmup_cosine
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame, evaluate
@@ -69,25 +69,6 @@ def palette_error(ae: CausalAutoencoder, size: int) -> tuple[float, str]:
                     if e > worst:
                         worst, where = e, name
     return worst, where
-
-
-def edge_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Weighted L1 between the horizontal and vertical image gradients of y and x: a plain
-    L1/MSE is content with a round blob where the truth has a corner."""
-    total = 0.0
-    for dim in (3, 4):
-        dy, dx = y.diff(dim=dim), x.diff(dim=dim)
-        w = weight.narrow(dim, 0, dy.shape[dim])
-        total = total + (w * (dy - dx).abs()).mean() / w.mean()
-    return total
-
-
-def motion_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Weighted L1 between the frame-to-frame differences of y and x: per-frame losses let the
-    decoder put the 4 frames of a latent frame anywhere between its neighbours' positions (the
-    object then lurches and circles become polygons), this one asks for the true motion."""
-    w = torch.maximum(weight[:, :, 1:], weight[:, :, :-1])
-    return (w * (y.diff(dim=2) - x.diff(dim=2)).abs()).mean() / w.mean()
 
 
 def round_trip(ae: CausalAutoencoder, clip: np.ndarray) -> np.ndarray:

@@ -21,6 +21,11 @@ replaces the context by the model's own x0 predictions from the last denoising l
 model learns to continue from its own imperfect frames, not only from perfect ones. Clips with
 switches are oversampled right after the switch, where the model must change attributes while
 the scene carries on.
+
+`--pixel-weight` adds a loss where the picture is: the target block's predicted x0, decoded by
+the frozen autoencoder, against the true latents decoded (L1 + image gradients + frame-to-frame
+differences, objects weighted), on a crop around the object. A latent MSE weighs every latent
+direction alike, but a few of them decide whether the decoder draws a corner or a round blob.
 """
 
 from __future__ import annotations
@@ -33,11 +38,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainutil import REPO, Run, warmup_cosine
+from trainutil import REPO, Run, edge_loss, motion_loss, warmup_cosine
 
 from longvid.cache import frame_mask
-from longvid.config import load_config
-from longvid.loading import load_into, load_minilm, read_state_dict, save_safetensors
+from longvid.config import load_config, weight_path
+from longvid.loading import load_autoencoder, load_into, load_minilm, read_state_dict, save_safetensors
 from longvid.model import build_transformer
 from longvid.schedule import FlowMatch, make_schedule
 from longvid.text import HFTextEncoder
@@ -117,6 +122,54 @@ def object_weight(x0: torch.Tensor, extra: float, scale: float = 2.0) -> torch.T
     return 1 + extra * (distance / scale).clamp(max=1)
 
 
+class PixelLoss:
+    """The target block's x0 as the viewer sees it: decoded by the frozen autoencoder, on a
+    `crop` x `crop` latent window around the object, against the true latents decoded the same
+    way. The latent frame just before the block (true latents, in both decodes) warms up the
+    causal decoder, so the block decodes as it does in a stream."""
+
+    def __init__(self, autoencoder, crop: int, samples: int, object_weight: float = 10.0) -> None:
+        self.ae = autoencoder.eval().requires_grad_(False)
+        self.crop, self.samples, self.object_weight = crop, samples, object_weight
+
+    def windows(self, x0: torch.Tensor, target: torch.Tensor, k: int) -> list[tuple[int, int, int, int]]:
+        """(sample, first latent frame, top, left) of each decoded window: samples whose block has a
+        frame before it, cropped around the block's object (the cell farthest from the median)."""
+        out = []
+        h, w = x0.shape[-2:]
+        c = min(self.crop, h, w)
+        for i in range(x0.shape[0]):
+            first = int(target[i].nonzero()[0]) - 1
+            if first < 0:
+                continue
+            block = x0[i, :, first + 1 : first + 1 + k]
+            distance = (block - block.flatten(2).median(dim=2).values[..., None, None]).norm(dim=0).sum(0)
+            cy, cx = divmod(int(distance.argmax()), w)
+            out.append((i, first, min(max(cy - c // 2, 0), h - c), min(max(cx - c // 2, 0), w - c)))
+            if len(out) == self.samples:
+                break
+        return out
+
+    def __call__(self, x0_hat: torch.Tensor, x0: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+        windows = self.windows(x0, target, k)
+        if not windows:
+            return x0_hat.new_zeros(())
+        c = min(self.crop, *x0.shape[-2:])
+
+        def gather(x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([torch.cat([x0[i, :, f : f + 1], x[i, :, f + 1 : f + 1 + k]], dim=1)[..., t : t + c, l : l + c]
+                                for i, f, t, l in windows])
+
+        tf = self.ae.temporal_factor
+        with torch.no_grad():
+            truth = self.ae.decode(gather(x0), first=False)[:, :, tf:]
+        seen = self.ae.decode(gather(x0_hat), first=False)[:, :, tf:]
+        background = truth.flatten(3).median(dim=3).values[..., None, None]
+        weight = 1 + (self.object_weight - 1) * ((truth - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        l1 = (weight * (seen - truth).abs()).mean() / weight.mean()
+        return l1 + edge_loss(seen, truth, weight) + motion_loss(seen, truth, weight)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
@@ -133,6 +186,11 @@ def main() -> None:
     ap.add_argument("--switch-oversample", type=float, default=0.3)
     ap.add_argument("--object-weight", type=float, default=3.0,
                     help="extra loss weight on latent positions that hold an object (they cover ~8%%)")
+    ap.add_argument("--pixel-weight", type=float, default=0.0,
+                    help="weight of the loss on the decoded target block (PixelLoss); 0 = latent loss only")
+    ap.add_argument("--pixel-crop", type=int, default=8, help="latent cells per side of the decoded window")
+    ap.add_argument("--pixel-samples", type=int, default=8, help="samples per batch decoded for the pixel loss")
+    ap.add_argument("--autoencoder", default=None, help="for --pixel-weight; default: the config's vae weights")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="2 stalls whenever anything else runs")
@@ -158,7 +216,7 @@ def main() -> None:
     model = build_transformer(cfg.model).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step"])
+    run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step", "loss_pixel"])
     start = run.resume(model=model, ema=ema, opt=opt)
     if start == 0 and args.init_from:  # a new checkout: continue from the committed weights
         state, _ = read_state_dict(args.init_from)
@@ -178,6 +236,10 @@ def main() -> None:
     text_model, tok = load_minilm()
     bank = CaptionBank(HFTextEncoder(text_model, tok, cfg.text.max_length))
     data = Data(args.data)
+    pixel = None
+    if args.pixel_weight:
+        pixel = PixelLoss(load_autoencoder(args.autoencoder or weight_path(cfg, "vae")), args.pixel_crop,
+                          args.pixel_samples)
     run.log(f"{data.n} clips x {data.t} latent frames; model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
             f"params; slots {slots}; timesteps {[round(t, 1) for t in steps_t]}")
     rng = np.random.default_rng([args.seed, start])
@@ -235,6 +297,11 @@ def main() -> None:
             pred = model(x_in, t, text, frame_positions=positions, frame_mask=masks).float()
         err = ((pred - (noise - x0)).pow(2) * object_weight(x0, args.object_weight)).mean(dim=(1, 3, 4))
         loss = (err * target).sum() / target.sum()
+        loss_pixel = torch.zeros(())
+        if pixel is not None:
+            with autocast:
+                loss_pixel = pixel(flow.to_x0(x_in, pred, t), x0, target, k).float()
+            loss = loss + args.pixel_weight * loss_pixel
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -249,9 +316,9 @@ def main() -> None:
             at_switch = torch.tensor([seg_of_slot[i, 0] != seg_of_slot[i, -1] for i in range(B)])
             ls = float((err[at_switch] * target[at_switch]).sum() / target[at_switch].sum().clamp_min(1))
             run.record(step, loss=loss.item(), loss_switch=ls, lr=lr_at(step), self_ctx=float(self_ctx),
-                       sec_per_step=sec)
+                       sec_per_step=sec, loss_pixel=loss_pixel.item())
         if step % 50 == 0:
-            run.log(f"step {step}/{args.steps} loss {loss.item():.4f} {sec:.1f}s/step "
+            run.log(f"step {step}/{args.steps} loss {loss.item():.4f} (pixel {loss_pixel.item():.4f}) {sec:.1f}s/step "
                     f"{run.elapsed / 60:.1f} min, {len(bank.bank)} captions")
         if (step + 1) % 50 == 0 or step + 1 == args.steps:
             run.save(step + 1, model=model, ema=ema, opt=opt)

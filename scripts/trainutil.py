@@ -1,5 +1,6 @@
-"""Shared by the training scripts: resumable checkpoints, loss logs, progress. Never imported by
-the library."""
+"""Shared by the training scripts: resumable checkpoints, loss logs, progress, and the image
+losses both the autoencoder and (through the frozen decoder) the generator train with. Never
+imported by the library."""
 
 from __future__ import annotations
 
@@ -90,3 +91,20 @@ def warmup_cosine(step: int, base_lr: float, total: int, warmup: int, floor: flo
     return base_lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * p)))
 
 
+def edge_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted L1 between the horizontal and vertical image gradients of y and x: a plain
+    L1/MSE is content with a round blob where the truth has a corner."""
+    total = 0.0
+    for dim in (3, 4):
+        dy, dx = y.diff(dim=dim), x.diff(dim=dim)
+        w = weight.narrow(dim, 0, dy.shape[dim])
+        total = total + (w * (dy - dx).abs()).mean() / w.mean()
+    return total
+
+
+def motion_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted L1 between the frame-to-frame differences of y and x: per-frame losses let the
+    decoder put the 4 frames of a latent frame anywhere between its neighbours' positions (the
+    object then lurches and circles become polygons), this one asks for the true motion."""
+    w = torch.maximum(weight[:, :, 1:], weight[:, :, :-1])
+    return (w * (y.diff(dim=2) - x.diff(dim=2)).abs()).mean() / w.mean()

@@ -8,7 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from train_autoencoder import motion_loss  # noqa: E402
+from trainutil import motion_loss  # noqa: E402
 
 from longvid.vae import from_uint8  # noqa: E402
 from longvid.world import SceneSpec, draw  # noqa: E402
