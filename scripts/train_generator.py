@@ -26,6 +26,12 @@ the scene carries on.
 the frozen autoencoder, against the true latents decoded (L1 + image gradients + frame-to-frame
 differences, objects weighted), on a crop around the object. A latent MSE weighs every latent
 direction alike, but a few of them decide whether the decoder draws a corner or a round blob.
+
+`--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
+sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
+the model's earlier denoising steps (no grad) bring it to the level being trained, instead of
+fresh noise on the true latents. The model is asked for the true x0 from there, so later steps
+learn to correct the earlier ones rather than add their own error.
 """
 
 from __future__ import annotations
@@ -170,6 +176,33 @@ class PixelLoss:
         return l1 + edge_loss(seen, truth, weight) + motion_loss(seen, truth, weight)
 
 
+def velocity_target(x_in: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The flow that maps x_in to the true x0 at noise level sigma (B, 1, F, 1, 1) > 0:
+    (x_in - x0) / sigma. For x_in = (1 - sigma) x0 + sigma n it is the usual n - x0; for a
+    sampler's own state it asks for the true x0 from wherever the sampler got to."""
+    return (x_in - x0) / sigma
+
+
+@torch.no_grad()
+def sampler_states(model, x_in: torch.Tensor, target: torch.Tensor, levels: torch.Tensor, steps_t: list[float],
+                   flow: FlowMatch, predicted: bool, **forward) -> torch.Tensor:
+    """x_in with each sample's target frames replaced by the engine sampler's state at its level
+    `levels[i]` (an index into steps_t): pure noise at level 0, then one model step and a
+    re-noise per level, the engine's rule (`schedule.renoise`: the predicted or fresh noise)."""
+    tgt = target[:, None, :, None, None]
+    x = torch.where(tgt, torch.randn_like(x_in), x_in)
+    out = x.clone()
+    for j in range(int(levels.max())):
+        t = torch.where(target, torch.full_like(target, steps_t[j], dtype=torch.float32), 0.0)
+        v = model(x, t, **forward).float()
+        noise = flow.to_noise(x, v, t) if predicted else torch.randn_like(x)
+        t_next = torch.where(target, torch.full_like(t, steps_t[j + 1]), 0.0)
+        x = torch.where(tgt, flow.add_noise(flow.to_x0(x, v, t), noise, t_next), x_in)
+        reached = (levels == j + 1)[:, None, None, None, None]
+        out = torch.where(reached & tgt, x, out)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
@@ -191,6 +224,8 @@ def main() -> None:
     ap.add_argument("--pixel-crop", type=int, default=8, help="latent cells per side of the decoded window")
     ap.add_argument("--pixel-samples", type=int, default=8, help="samples per batch decoded for the pixel loss")
     ap.add_argument("--autoencoder", default=None, help="for --pixel-weight; default: the config's vae weights")
+    ap.add_argument("--rollout-prob", type=float, default=0.0,
+                    help="share of steps trained from the sampler's own states (sampler_states)")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="2 stalls whenever anything else runs")
@@ -289,13 +324,23 @@ def main() -> None:
             x_clean = x0
         sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
         x_in = (1 - sigma_map) * x_clean + sigma_map * noise
+        if rng.random() < args.rollout_prob:  # the target block where the engine's sampler takes it
+            levels = torch.from_numpy(rng.integers(len(steps_t), size=B))
+            t = torch.where(target, torch.tensor(steps_t, dtype=torch.float32)[levels][:, None], 0.0)
+            sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
+            x_in = (1 - sigma_map) * x_clean + sigma_map * noise
+            with autocast:
+                x_in = sampler_states(model, x_in, target, levels, steps_t, flow, sc.renoise == "predicted",
+                                      text=model.text_context(embeds).per_frame(index.flatten()),
+                                      frame_positions=positions, frame_mask=masks)
 
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with autocast:
             text = model.text_context(embeds).per_frame(index.flatten())
             pred = model(x_in, t, text, frame_positions=positions, frame_mask=masks).float()
-        err = ((pred - (noise - x0)).pow(2) * object_weight(x0, args.object_weight)).mean(dim=(1, 3, 4))
+        v_target = torch.where(context, noise - x0, velocity_target(x_in, x0, sigma_map.clamp_min(1e-3)))
+        err = ((pred - v_target).pow(2) * object_weight(x0, args.object_weight)).mean(dim=(1, 3, 4))
         loss = (err * target).sum() / target.sum()
         loss_pixel = torch.zeros(())
         if pixel is not None:
