@@ -225,7 +225,8 @@ def main() -> None:
     ap.add_argument("--pixel-samples", type=int, default=8, help="samples per batch decoded for the pixel loss")
     ap.add_argument("--autoencoder", default=None, help="for --pixel-weight; default: the config's vae weights")
     ap.add_argument("--rollout-prob", type=float, default=0.0,
-                    help="share of steps trained from the sampler's own states (sampler_states)")
+                    help="share of steps trained from the sampler's own states (sampler_states), like the "
+                         "self-context pass from --self-context-from on")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="2 stalls whenever anything else runs")
@@ -324,7 +325,7 @@ def main() -> None:
             x_clean = x0
         sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
         x_in = (1 - sigma_map) * x_clean + sigma_map * noise
-        if rng.random() < args.rollout_prob:  # the target block where the engine's sampler takes it
+        if step >= args.self_context_from and rng.random() < args.rollout_prob:  # where the sampler takes it
             levels = torch.from_numpy(rng.integers(len(steps_t), size=B))
             t = torch.where(target, torch.tensor(steps_t, dtype=torch.float32)[levels][:, None], 0.0)
             sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
