@@ -323,22 +323,21 @@ def main() -> None:
             x_clean = torch.where(context, x0_hat, x0)
         else:
             x_clean = x0
-        sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
-        x_in = (1 - sigma_map) * x_clean + sigma_map * noise
-        if step >= args.self_context_from and rng.random() < args.rollout_prob:  # where the sampler takes it
+        rollout = step >= args.self_context_from and rng.random() < args.rollout_prob
+        if rollout:  # each sample's target at an inference level, reached by the sampler below
             levels = torch.from_numpy(rng.integers(len(steps_t), size=B))
             t = torch.where(target, torch.tensor(steps_t, dtype=torch.float32)[levels][:, None], 0.0)
-            sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
-            x_in = (1 - sigma_map) * x_clean + sigma_map * noise
-            with autocast:
+        sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
+        x_in = (1 - sigma_map) * x_clean + sigma_map * noise
+        with autocast:
+            text = model.text_context(embeds).per_frame(index.flatten())
+            if rollout:
                 x_in = sampler_states(model, x_in, target, levels, steps_t, flow, sc.renoise == "predicted",
-                                      text=model.text_context(embeds).per_frame(index.flatten()),
-                                      frame_positions=positions, frame_mask=masks)
+                                      text=text, frame_positions=positions, frame_mask=masks)
 
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with autocast:
-            text = model.text_context(embeds).per_frame(index.flatten())
             pred = model(x_in, t, text, frame_positions=positions, frame_mask=masks).float()
         v_target = torch.where(context, noise - x0, velocity_target(x_in, x0, sigma_map.clamp_min(1e-3)))
         err = ((pred - v_target).pow(2) * object_weight(x0, args.object_weight)).mean(dim=(1, 3, 4))
