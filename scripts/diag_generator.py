@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 import torch
 
-from train_generator import CaptionBank, Data, build_batch
+from train_generator import CaptionBank, Data, build_batch, sample_target
 
 from longvid.config import load_config
 from longvid.evaluate import detect_frame
@@ -43,11 +43,13 @@ def errors(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     return float((se * obj).sum() / obj.sum().clamp_min(1)), float(se.mean())
 
 
-def pixel_scores(ae, pred: torch.Tensor, specs: list) -> np.ndarray:
-    """Decode each sample's target block alone and detect it with longvid.evaluate's detector:
-    per sample, the share of frames with the spec's colour, shape and object count. -> (B, 3)."""
+def pixel_scores(ae, pred: torch.Tensor, specs: list, warm: int = 0) -> np.ndarray:
+    """Decode each sample's latents (the target block alone, or after `warm` frames that warm up
+    the causal decoder and are not scored) and detect them with longvid.evaluate's detector: per
+    sample, the share of frames with the spec's colour, shape and object count. -> (B, 3)."""
     with torch.no_grad():
-        video = ae.decode(pred, None, True)  # (B, 3, T, H, W)
+        video = ae.decode(pred, None, warm == 0)  # (B, 3, T, H, W)
+        video = video[:, :, ae.temporal_factor * warm :]
     out = []
     for i, spec in enumerate(specs):
         frames = to_uint8(video[i : i + 1])  # (T, H, W, 3)
@@ -62,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
     ap.add_argument("--weights", default=str(REPO / "longvid" / "weights" / "shapes" / "transformer.safetensors"))
+    ap.add_argument("--autoencoder", default=None, help="decoder of the pixel scores; default: the config's")
     ap.add_argument("--data", default=str(REPO / "runs" / "latents" / "shard_*.pt"))
     ap.add_argument("--samples", type=int, default=96)
     ap.add_argument("--batch", type=int, default=16)
@@ -79,14 +82,14 @@ def main() -> None:
     text_model, tok = load_minilm()
     bank = CaptionBank(HFTextEncoder(text_model, tok, cfg.text.max_length))
     data = Data(args.data)
-    ae = load_autoencoder(REPO / cfg.weights.vae).eval()
+    ae = load_autoencoder(args.autoencoder or REPO / cfg.weights.vae).eval()
     rng = np.random.default_rng(1234)
     pix: dict[str, list] = {"truth": [], "model": [], "first-step": [], "blind": []}
     shapes: list[str] = []  # the spec's shape of each scored block
     positions = torch.arange(S + W + k)
     totals: dict[str, list[tuple[float, float]]] = {"model": [], "blind": [], "copy": [], "first-step": []}
     for _ in range(args.samples // args.batch):
-        clips, x0, masks, target, seg_of_slot = build_batch(data, rng, args.batch, S, W, k, 0.0)
+        clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
         B, slots = target.shape
         keep = target.sum(1) == k
         caps, index = [], torch.zeros(B, slots, dtype=torch.long)
@@ -95,25 +98,13 @@ def main() -> None:
                 caps.append(caption(data.specs[clips[i]][int(seg_of_slot[i, s_])], rng, "train"))
                 index[i, s_] = len(caps) - 1
         text = model.text_context(bank.embed(caps)).per_frame(index.flatten())
-        tgt = target[:, None, :, None, None]
         blind_mask = masks & ~(~target[:, None, :] & target[:, :, None])  # target cannot see context
         pick = lambda y: torch.stack([y[i][:, target[i]] for i in range(B)])[keep]  # noqa: E731
         truth = pick(x0)  # the target blocks of complete samples
 
         def sample(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            g = torch.Generator().manual_seed(0)
-            x = torch.where(tgt, torch.randn(x0.shape, generator=g), x0)
-            first = None
-            with torch.no_grad():
-                for j, tj in enumerate(steps_t):
-                    t = torch.where(target, torch.full((B, slots), float(tj)), torch.zeros(B, slots))
-                    v = model(x, t, text, frame_positions=positions, frame_mask=mask).float()
-                    xh = flow.to_x0(x, v, t)
-                    first = xh if first is None else first
-                    if j + 1 < len(steps_t):
-                        t_next = torch.where(target, torch.full((B, slots), float(steps_t[j + 1])), torch.zeros(B, slots))
-                        x = torch.where(tgt, flow.add_noise(xh, flow.to_noise(x, v, t), t_next), x0)
-            return xh, first
+            return sample_target(model, x0, target, steps_t, flow, torch.Generator().manual_seed(0),
+                                 text=text, frame_positions=positions, frame_mask=mask)
 
         pred, first = sample(masks)
         blind, _ = sample(blind_mask)

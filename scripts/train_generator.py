@@ -85,8 +85,9 @@ class Data:
 
 def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int, k: int,
                 switch_oversample: float):
-    """Sample `batch` inference steps -> latents (B, C, slots, h, w), frames per sample,
-    caption-segment per slot, slot masks (B, slots, slots), target slot flags (B, slots)."""
+    """Sample `batch` inference steps -> clip index per sample, latents (B, C, slots, h, w), slot
+    masks (B, slots, slots), target slot flags (B, slots), caption segment per slot (B, slots),
+    the clip latent frame where each sample's target block starts (B,)."""
     slots = S + W + k
     blocks = data.t // k
     x0 = torch.zeros(batch, data.latents.shape[2], slots, *data.latents.shape[3:])
@@ -94,6 +95,7 @@ def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int
     target = torch.zeros(batch, slots, dtype=torch.bool)
     seg_of_slot = torch.zeros(batch, slots, dtype=torch.long)
     clips = rng.integers(data.n, size=batch)
+    starts = torch.zeros(batch, dtype=torch.long)
     for i, c in enumerate(clips):
         seg = data.segments[c]
         switches = [b for b in range(1, blocks) if seg[b * k] != seg[b * k - 1]]
@@ -101,7 +103,7 @@ def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int
             b = min(blocks - 1, int(rng.choice(switches)) + int(rng.integers(0, 2)))
         else:
             b = int(rng.integers(blocks))
-        n = b * k
+        n = starts[i] = b * k
         frames = list(range(min(S, n))) + list(range(max(S, n - W), n)) + list(range(n, n + k))
         f = torch.tensor(frames)
         m = len(frames)
@@ -114,7 +116,7 @@ def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int
         sink_slots = min(S, n)
         seg_of_slot[i, sink_slots:m] = seg[n]
         seg_of_slot[i, m:] = seg[n]
-    return clips, x0, masks, target, seg_of_slot
+    return clips, x0, masks, target, seg_of_slot, starts
 
 
 def object_weight(x0: torch.Tensor, extra: float, scale: float = 2.0) -> torch.Tensor:
@@ -203,6 +205,26 @@ def sampler_states(model, x_in: torch.Tensor, target: torch.Tensor, levels: torc
     return out
 
 
+@torch.no_grad()
+def sample_target(model, x0: torch.Tensor, target: torch.Tensor, steps_t: list[float], flow: FlowMatch,
+                  generator: torch.Generator | None = None, **forward) -> tuple[torch.Tensor, torch.Tensor]:
+    """The engine's few-step sampler (predicted-noise re-noising) on each sample's target frames,
+    the context kept at x0 -> (the last x0 prediction, the first step's x0 prediction)."""
+    B, slots = target.shape
+    tgt = target[:, None, :, None, None]
+    x = torch.where(tgt, torch.randn(x0.shape, generator=generator), x0)
+    first = None
+    for j, tj in enumerate(steps_t):
+        t = torch.where(target, torch.full((B, slots), float(tj)), torch.zeros(B, slots))
+        v = model(x, t, **forward).float()
+        xh = flow.to_x0(x, v, t)
+        first = xh if first is None else first
+        if j + 1 < len(steps_t):
+            t_next = torch.where(target, torch.full((B, slots), float(steps_t[j + 1])), torch.zeros(B, slots))
+            x = torch.where(tgt, flow.add_noise(xh, flow.to_noise(x, v, t), t_next), x0)
+    return xh, first
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
@@ -288,7 +310,7 @@ def main() -> None:
     t_last = steps_t[-1]
     for step in range(start, args.steps):
         t0 = run.elapsed
-        clips, x0, masks, target, seg_of_slot = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample)
+        clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample)
         B = args.batch
         # captions: one phrasing per (sample, segment), drawn afresh every step
         keys, index = {}, torch.zeros(B, slots, dtype=torch.long)
@@ -359,7 +381,7 @@ def main() -> None:
         sec = run.elapsed - t0
         if step % 10 == 0:
             at_switch = torch.tensor([seg_of_slot[i, 0] != seg_of_slot[i, -1] for i in range(B)])
-            ls = float((err[at_switch] * target[at_switch]).sum() / target[at_switch].sum().clamp_min(1))
+            ls = float((err[at_switch] * target[at_switch]).detach().sum() / target[at_switch].sum().clamp_min(1))
             run.record(step, loss=loss.item(), loss_switch=ls, lr=lr_at(step), self_ctx=float(self_ctx),
                        sec_per_step=sec, loss_pixel=loss_pixel.item())
         if step % 50 == 0:

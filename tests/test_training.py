@@ -70,3 +70,64 @@ def test_sampler_states_follow_the_engine_sampler_to_each_level():
         sigma = flow.sigma(t)[:, None, :, None, None]
         torch.testing.assert_close(velocity_target(expected, x0[i : i + 1, :, 3:], sigma[:, :, 3:]),
                                    start[i : i + 1, :, 3:] - x0[i : i + 1, :, 3:], atol=1e-4, rtol=1e-4)
+
+
+def test_sample_target_runs_the_engine_sampler_on_target_frames_only():
+    """With an oracle model the few-step sampler lands on the true x0 at the target frames, its
+    first step is already exact, and context frames stay exactly as given."""
+    from train_generator import sample_target
+
+    from longvid.schedule import FlowMatch
+
+    flow, steps_t = FlowMatch(), [1000.0, 937.5, 833.3, 625.0]
+    x0 = torch.randn(2, 3, 6, 4, 4)
+    target = torch.zeros(2, 6, dtype=torch.bool)
+    target[0, 3:] = True
+    target[1, 1:4] = True
+    calls = []
+
+    def oracle(x, t, **forward):
+        calls.append(forward)
+        return (x - x0) / flow.sigma(t)[:, None, :, None, None].clamp_min(1e-6)
+
+    last, first = sample_target(oracle, x0, target, steps_t, flow, torch.Generator().manual_seed(0), text="ctx")
+    tgt = target[:, None, :, None, None]
+    torch.testing.assert_close(torch.where(tgt, last, x0), x0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.where(tgt, first, x0), x0, atol=1e-5, rtol=1e-5)
+    assert len(calls) == len(steps_t) and all(c == {"text": "ctx"} for c in calls)
+
+
+def test_build_batch_reports_where_each_target_block_starts(tmp_path):
+    """`starts` is the clip latent frame of each target block: the tune_decoder stage takes the
+    block's true pixels from there, so a wrong start would teach the decoder wrong frames."""
+    from train_generator import Data, build_batch
+
+    n, t, k = 3, 12, 3
+    latents = torch.arange(n * t, dtype=torch.float16).reshape(n, t, 1, 1, 1).expand(n, t, 2, 2, 2).contiguous()
+    spec = {"shape": "circle", "colour": "red", "background": "black"}
+    torch.save({"latents": latents, "segments": torch.zeros(n, t, dtype=torch.long), "specs": [[spec]] * n},
+               tmp_path / "shard_0000.pt")
+    data = Data(str(tmp_path / "shard_*.pt"))
+    clips, x0, masks, target, seg, starts = build_batch(data, np.random.default_rng(0), 16, 2, 3, k, 0.0)
+    for i in range(16):
+        block = x0[i, 0, target[i], 0, 0]
+        expected = clips[i] * t + starts[i] + torch.arange(k)
+        assert torch.equal(block, expected.float()), (i, block, expected)
+
+
+def test_tune_decoder_replays_the_shards_pixels_and_crops_around_the_object():
+    from prepare_latents import sample_clip
+    from tune_decoder import Pixels, crop_box
+
+    pixels = Pixels(["runs/x/shard_0003.pt"], shard_size=2, latent_frames=6, size=32, seed=1)
+    rng = np.random.default_rng([1, 3])
+    expected = [sample_clip(rng, 6, 32)[0] for _ in range(2)]
+    assert pixels.clip(1).shape == (4 * 6 - 3, 32, 32, 3)
+    assert np.array_equal(pixels.clip(1), expected[1]) and np.array_equal(pixels.clip(0), expected[0])
+
+    block = torch.zeros(4, 3, 16, 16)
+    block[:, :, 12, 3] = 5.0  # the object's cell
+    assert crop_box(block, 8) == (8, 0)  # centred on it as far as the frame allows
+    block = torch.zeros(4, 3, 16, 16)
+    block[:, :, 7, 9] = 5.0
+    assert crop_box(block, 8) == (3, 5)

@@ -1,0 +1,244 @@
+"""Stage 4 of the built-in model: the decoder fine-tuned on the generator's own latents.
+
+    python scripts/tune_decoder.py --config configs/longvid-shapes-16ch.yaml \
+        --data 'runs/latents16/shard_*.pt' --run runs/dec16 --out runs/dec16/autoencoder.safetensors
+
+The autoencoder's decoder learnt to draw what its encoder makes. The generator's latents are not
+quite that: a few-step flow sampler trained with a latent MSE ends on a conditional mean, and the
+decoder turns its softened corners into round blobs (docs/builtin-model.md: teacher-forced, the
+generator's squares read as squares in 2-7 % of blocks where the true latents give 41 %). Here the
+decoder learns to draw the true pictures from the generator's latents, so the system as a whole
+(generator, then decoder) makes what the world looks like, as consistency decoders and VAE
+decoder fine-tunes on generated latents do.
+
+Each step draws training samples as `train_generator.py` does (sink + window of true latents, the
+next block the target), lets the frozen generator's few-step sampler (the engine's: same
+timesteps, predicted-noise re-noising) make the block, and decodes it after `--warmup` true
+latent frames (so the causal decoder is mid-stream, as in `longvid generate`), on a crop around
+the object. The truth is the clip's own pixel frames, replayed from the shard's seed
+(`prepare_latents.sample_clip` is deterministic, checked at start-up against the stored latents).
+A share of samples (`--true-share`) decodes the true latents instead, so round trips stay as good.
+Losses are stage 1c's: object-weighted L1 + MSE + image gradients + frame-to-frame differences.
+The encoder, the latent statistics and the generator do not change: only pictures do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diag_generator import pixel_scores
+from prepare_latents import TF, sample_clip
+from train_generator import CaptionBank, Data, build_batch, sample_target
+from trainutil import REPO, Run, edge_loss, motion_loss, warmup_cosine
+
+from longvid.config import load_config, weight_path
+from longvid.loading import load_autoencoder, load_into, load_minilm, read_state_dict, save_autoencoder
+from longvid.model import build_transformer
+from longvid.schedule import FlowMatch, make_schedule
+from longvid.text import HFTextEncoder
+from longvid.vae import from_uint8
+from longvid.world import caption
+
+OBJECT_WEIGHT = 10.0  # as in train_autoencoder.py
+
+
+class Pixels:
+    """The true pixel frames of the shards' clips, replayed from each shard's seed on first use."""
+
+    def __init__(self, pattern_files: list[str], shard_size: int, latent_frames: int, size: int, seed: int) -> None:
+        self.files = pattern_files
+        self.shard_size, self.latent_frames, self.size, self.seed = shard_size, latent_frames, size, seed
+        self.cache: dict[int, list[np.ndarray]] = {}
+
+    def clip(self, index: int) -> np.ndarray:
+        """(F, H, W, 3) uint8 frames of clip `index` of the concatenated shards."""
+        position, within = divmod(index, self.shard_size)
+        if position not in self.cache:
+            shard = int(re.search(r"shard_(\d+)", Path(self.files[position]).name).group(1))
+            rng = np.random.default_rng([self.seed, shard])
+            self.cache[position] = [sample_clip(rng, self.latent_frames, self.size)[0] for _ in range(self.shard_size)]
+        return self.cache[position][within]
+
+
+def check_replay(pixels: Pixels, data: Data, ae, clips: list[int]) -> float:
+    """Largest latent difference between re-encoded replayed clips and the stored latents."""
+    worst = 0.0
+    with torch.no_grad():
+        for c in clips:
+            z = ae.encode(from_uint8(pixels.clip(c)[None]))[0].transpose(0, 1)
+            worst = max(worst, float((z - data.latents[c].float()).abs().max()))
+    return worst
+
+
+def crop_box(block: torch.Tensor, crop: int) -> tuple[int, int]:
+    """(top, left) of a crop x crop latent window around the object of a true block (C, k, h, w):
+    the cell farthest from the block's median latent."""
+    h, w = block.shape[-2:]
+    distance = (block - block.flatten(1).median(dim=1).values[:, None, None, None]).norm(dim=0).sum(0)
+    cy, cx = divmod(int(distance.argmax()), w)
+    return min(max(cy - crop // 2, 0), h - crop), min(max(cx - crop // 2, 0), w - crop)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="longvid-shapes")
+    ap.add_argument("--data", default=str(REPO / "runs" / "latents" / "shard_*.pt"))
+    ap.add_argument("--run", default=str(REPO / "runs" / "decoder-tune"))
+    ap.add_argument("--out", default=None, help="default: <run>/autoencoder.safetensors")
+    ap.add_argument("--generator", default=None, help="default: the config's transformer weights")
+    ap.add_argument("--autoencoder", default=None, help="default: the config's vae weights")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=8, help="latent cells per side of the decoded window (0: whole frame)")
+    ap.add_argument("--warmup", type=int, default=2, help="true latent frames decoded before the block")
+    ap.add_argument("--true-share", type=float, default=0.25, help="share of samples decoding the true latents")
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--edge-weight", type=float, default=3.0)
+    ap.add_argument("--motion-weight", type=float, default=1.0)
+    ap.add_argument("--shard-seed", type=int, default=1, help="prepare_latents.py's --seed")
+    ap.add_argument("--shard-size", type=int, default=50, help="prepare_latents.py's --shard-size")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-samples", type=int, default=96, help="teacher-forced blocks scored at the end")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = load_config(args.config)
+    S, W, k = cfg.cache.sink_frames, cfg.cache.window_frames, cfg.schedule.block_frames
+    sc = cfg.schedule
+    steps_t = make_schedule(sc.kind, list(sc.timesteps), k, sc.shift, sc.ar_step, sc.num_train_timesteps).timesteps
+    flow = FlowMatch(sc.num_train_timesteps)
+    out = Path(args.out or Path(args.run) / "autoencoder.safetensors")
+
+    generator = build_transformer(cfg.model).eval().requires_grad_(False)
+    gen_path = args.generator or weight_path(cfg, "transformer")
+    state, _ = read_state_dict(gen_path)
+    load_into(generator, state, gen_path)
+    ae = load_autoencoder(args.autoencoder or weight_path(cfg, "vae"))
+    ae.encoder.requires_grad_(False)
+    frozen = copy.deepcopy(ae).eval()  # the starting decoder, for the before/after figures
+    text_model, tok = load_minilm()
+    bank = CaptionBank(HFTextEncoder(text_model, tok, cfg.text.max_length))
+    data = Data(args.data)
+    pixels = Pixels(sorted(glob.glob(args.data)), args.shard_size, data.t, cfg.video.height, args.shard_seed)
+    worst = check_replay(pixels, data, ae, [0, data.n - 1])
+    if worst > 0.05:
+        raise SystemExit(f"replayed clips do not match the shards (latent difference {worst:.3f}): "
+                         "pass prepare_latents.py's --seed and --shard-size")
+
+    run = Run(args.run, ["loss", "loss_generated", "loss_true", "lr"])
+    opt = torch.optim.AdamW(ae.decoder.parameters(), lr=args.lr, weight_decay=1e-4)
+    start = run.resume(model=ae, opt=opt)
+    rng = np.random.default_rng([args.seed, start])
+    run.log(f"{data.n} clips; generator {gen_path}; decoder from {args.autoencoder or cfg.weights.vae}; "
+            f"replay check {worst:.4f}; sampler timesteps {[round(t, 1) for t in steps_t]}")
+    positions = torch.arange(S + W + k)
+
+    def draw(batch: int):
+        """Teacher-forced samples whose block has `--warmup` frames before it -> latents to decode
+        (B, C, warmup + k, c, c) with the generator's blocks, the same with the true blocks, and
+        the true pixels of the blocks (B, 3, TF k, TF c, TF c)."""
+        clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, batch * 2, S, W, k, 0.3)
+        first = target.float().argmax(1)  # slot of the block's first frame
+        keep = (first >= args.warmup).nonzero()[:batch, 0]
+        clips, x0, masks, target, seg_of_slot = clips[keep.numpy()], x0[keep], masks[keep], target[keep], seg_of_slot[keep]
+        first, starts = first[keep], starts[keep]
+        B, slots = target.shape
+        caps, index = [], torch.zeros(B, slots, dtype=torch.long)
+        for i in range(B):
+            for s_ in range(slots):
+                caps.append(caption(data.specs[clips[i]][int(seg_of_slot[i, s_])], rng, "train"))
+                index[i, s_] = len(caps) - 1
+        with torch.no_grad():
+            text = generator.text_context(bank.embed(caps)).per_frame(index.flatten())
+        made, _ = sample_target(generator, x0, target, steps_t, flow, text=text, frame_positions=positions,
+                                frame_mask=masks)
+        c = min(args.crop or x0.shape[-1], x0.shape[-1])
+        scale = cfg.video.height // x0.shape[-2]
+        gen, true, truth = [], [], []
+        for i in range(B):
+            f0, n = int(first[i]), int(starts[i])
+            top, left = crop_box(x0[i, :, f0 : f0 + k], c)
+            rows, cols = slice(top, top + c), slice(left, left + c)
+            warm = x0[i, :, f0 - args.warmup : f0, rows, cols]
+            gen.append(torch.cat([warm, made[i, :, f0 : f0 + k, rows, cols]], dim=1))
+            true.append(torch.cat([warm, x0[i, :, f0 : f0 + k, rows, cols]], dim=1))
+            # clip latent frame n covers pixel frames TF n - 3 .. TF n
+            frames = pixels.clip(int(clips[i]))[TF * n - (TF - 1) : TF * (n + k) - (TF - 1),
+                                                top * scale : (top + c) * scale, left * scale : (left + c) * scale]
+            truth.append(from_uint8(frames[None])[0])
+        return torch.stack(gen), torch.stack(true), torch.stack(truth)
+
+    def losses(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Stage 1c's loss per sample set: decoded y against true pixels x."""
+        bg = x.flatten(3).median(dim=3).values[..., None, None]
+        weight = 1 + (OBJECT_WEIGHT - 1) * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        loss = ((weight * (y - x).abs()).mean() + (weight * (y - x).pow(2)).mean()) / weight.mean()
+        return loss + args.edge_weight * edge_loss(y, x, weight) + args.motion_weight * motion_loss(y, x, weight)
+
+    def lr_at(step: int) -> float:
+        return warmup_cosine(step, args.lr, args.steps, warmup=50, floor=0.1)
+
+    ae.train()
+    for step in range(start, args.steps):
+        gen, true, truth = draw(args.batch)
+        n_true = round(len(gen) * args.true_share)
+        z = torch.cat([gen[n_true:], true[:n_true]])
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        y = ae.decode(z, first=False)[:, :, TF * args.warmup :]
+        loss_gen = losses(y[: len(z) - n_true], truth[n_true:])
+        loss_true = losses(y[len(z) - n_true :], truth[:n_true]) if n_true else torch.zeros(())
+        loss = (loss_gen * (len(z) - n_true) + loss_true * n_true) / len(z)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.decoder.parameters(), 1.0)
+        opt.step()
+        if step % 10 == 0:
+            run.record(step, loss=loss.item(), loss_generated=loss_gen.item(), loss_true=loss_true.item(), lr=lr_at(step))
+        if step % 50 == 0:
+            run.log(f"step {step}/{args.steps} loss {loss.item():.4f} (generated {loss_gen.item():.4f}, "
+                    f"true {loss_true.item():.4f}) {run.elapsed / 60:.1f} min")
+        if (step + 1) % 100 == 0 or step + 1 == args.steps:
+            run.save(step + 1, model=ae, opt=opt)
+            save_autoencoder(ae.eval(), out)
+            ae.train()
+    ae.eval()
+    save_autoencoder(ae, out)
+    run.log(f"exported {out}")
+
+    # Before/after on fresh teacher-forced blocks (the evaluator's detector on whole frames).
+    scores = {"before": [], "after": []}
+    shapes = []
+    with torch.no_grad():
+        for _ in range(max(1, args.eval_samples // args.batch)):
+            clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, args.batch, S, W, k, 0.0)
+            B, slots = target.shape
+            caps = [caption(data.specs[clips[i]][int(seg_of_slot[i, s_])], rng, "train")
+                    for i in range(B) for s_ in range(slots)]
+            text = generator.text_context(bank.embed(caps)).per_frame(torch.arange(B * slots))
+            made, _ = sample_target(generator, x0, target, steps_t, flow, text=text, frame_positions=positions,
+                                    frame_mask=masks)
+            keep = [i for i in range(B) if int(target[i].float().argmax()) >= 1]
+            first = [int(target[i].float().argmax()) for i in keep]
+            z = torch.stack([made[i, :, f - 1 : f + k] for i, f in zip(keep, first)])
+            specs = [data.specs[clips[i]][int(seg_of_slot[i, f])] for i, f in zip(keep, first)]
+            for name, model in (("before", frozen), ("after", ae)):
+                scores[name].append(pixel_scores(model, z, specs, warm=1))
+            shapes.extend(sp.shape for sp in specs)
+    for name, v in scores.items():
+        a = np.concatenate(v)
+        by = ", ".join(f"{s} {a[[x == s for x in shapes], 1].mean():.2f}" for s in sorted(set(shapes)))
+        run.log(f"generated blocks decoded {name}: colour {a[:, 0].mean():.2f}, shape {a[:, 1].mean():.2f} "
+                f"({by}), object count {a[:, 2].mean():.2f} ({len(shapes)} blocks)")
+
+
+if __name__ == "__main__":
+    main()
