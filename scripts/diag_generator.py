@@ -23,7 +23,7 @@ import torch
 
 from train_generator import CaptionBank, Data, build_batch, sample_target
 
-from longvid.config import load_config
+from longvid.config import load_config, weight_path
 from longvid.evaluate import detect_frame
 from longvid.loading import load_autoencoder
 from longvid.vae import to_uint8
@@ -63,7 +63,7 @@ def pixel_scores(ae, pred: torch.Tensor, specs: list, warm: int = 0) -> np.ndarr
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
-    ap.add_argument("--weights", default=str(REPO / "longvid" / "weights" / "shapes" / "transformer.safetensors"))
+    ap.add_argument("--weights", default=None, help="default: the config's transformer weights")
     ap.add_argument("--autoencoder", default=None, help="decoder of the pixel scores; default: the config's")
     ap.add_argument("--data", default=str(REPO / "runs" / "latents" / "shard_*.pt"))
     ap.add_argument("--samples", type=int, default=96)
@@ -77,12 +77,13 @@ def main() -> None:
     steps_t = make_schedule(sc.kind, list(sc.timesteps), k, sc.shift, sc.ar_step, sc.num_train_timesteps).timesteps
     flow = FlowMatch(sc.num_train_timesteps)
     model = build_transformer(cfg.model).eval()
+    args.weights = args.weights or weight_path(cfg, "transformer")
     state, _ = read_state_dict(args.weights)
     load_into(model, state, args.weights)
     text_model, tok = load_minilm()
     bank = CaptionBank(HFTextEncoder(text_model, tok, cfg.text.max_length))
     data = Data(args.data)
-    ae = load_autoencoder(args.autoencoder or REPO / cfg.weights.vae).eval()
+    ae = load_autoencoder(args.autoencoder or weight_path(cfg, "vae")).eval()
     rng = np.random.default_rng(1234)
     pix: dict[str, list] = {"truth": [], "model": [], "first-step": [], "blind": []}
     shapes: list[str] = []  # the spec's shape of each scored block
