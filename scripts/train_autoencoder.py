@@ -101,8 +101,10 @@ def motion_accuracy(ae: CausalAutoencoder, size: int, clips: int = 4) -> dict[st
     for motion in MOTIONS:
         ok = []
         for seed in range(clips):
-            spec = SceneSpec(shape=SHAPES[seed % len(SHAPES)], colour="yellow", background="navy",
-                             motion=motion, size=SIZES[-1 - seed % 2])
+            # every background: a decoder that kept motion on navy froze it on gray (session 7)
+            spec = SceneSpec(shape=SHAPES[seed % len(SHAPES)], colour=("yellow", "green", "white", "red")[seed % 4],
+                             background=list(BACKGROUNDS)[seed % len(BACKGROUNDS)], motion=motion,
+                             size=SIZES[-1 - seed % 2])
             clip, _ = make_clip(spec, 97, seed, size)
             report = evaluate(round_trip(ae, clip), [(0, caption(spec, np.random.default_rng(seed)))], fps=16)
             ok.append(report["adherence"]["motion"])
