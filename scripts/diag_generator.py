@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 import torch
 
-from train_generator import CaptionBank, Data, build_batch, sample_target
+from train_generator import CaptionBank, Data, build_batch, sample_target, sampler_setup, slot_captions
 
 from longvid.config import load_config, weight_path
 from longvid.evaluate import detect_frame
@@ -29,9 +29,7 @@ from longvid.loading import load_autoencoder
 from longvid.vae import to_uint8
 from longvid.loading import load_into, load_minilm, read_state_dict
 from longvid.model import build_transformer
-from longvid.schedule import FlowMatch, make_schedule
 from longvid.text import HFTextEncoder
-from longvid.world import caption
 from trainutil import REPO
 
 
@@ -72,10 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    S, W, k = cfg.cache.sink_frames, cfg.cache.window_frames, cfg.schedule.block_frames
-    sc = cfg.schedule
-    steps_t = make_schedule(sc.kind, list(sc.timesteps), k, sc.shift, sc.ar_step, sc.num_train_timesteps).timesteps
-    flow = FlowMatch(sc.num_train_timesteps)
+    S, W, k, steps_t, flow = sampler_setup(cfg)
     model = build_transformer(cfg.model).eval()
     args.weights = args.weights or weight_path(cfg, "transformer")
     state, _ = read_state_dict(args.weights)
@@ -93,12 +88,7 @@ def main() -> None:
         clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
         B, slots = target.shape
         keep = target.sum(1) == k
-        caps, index = [], torch.zeros(B, slots, dtype=torch.long)
-        for i in range(B):
-            for s_ in range(slots):
-                caps.append(caption(data.specs[clips[i]][int(seg_of_slot[i, s_])], rng, "train"))
-                index[i, s_] = len(caps) - 1
-        text = model.text_context(bank.embed(caps)).per_frame(index.flatten())
+        text = model.text_context(bank.embed(slot_captions(data, clips, seg_of_slot, rng))).per_frame(torch.arange(B * slots))
         blind_mask = masks & ~(~target[:, None, :] & target[:, :, None])  # target cannot see context
         pick = lambda y: torch.stack([y[i][:, target[i]] for i in range(B)])[keep]  # noqa: E731
         truth = pick(x0)  # the target blocks of complete samples

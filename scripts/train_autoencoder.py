@@ -22,7 +22,6 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from trainutil import REPO, Run, edge_loss, motion_loss, warmup_cosine
 

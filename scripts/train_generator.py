@@ -42,7 +42,6 @@ import glob
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from trainutil import REPO, Run, edge_loss, motion_loss, warmup_cosine
 
@@ -81,6 +80,22 @@ class Data:
         self.segments = torch.cat([s["segments"] for s in shards])  # (N, T)
         self.specs = [[SceneSpec(**d) for d in clip] for s in shards for clip in s["specs"]]
         self.n, self.t = self.segments.shape
+
+
+def sampler_setup(cfg) -> tuple[int, int, int, list[float], FlowMatch]:
+    """From a config: sink frames, window frames, block frames, the engine sampler's timesteps and
+    its flow, which training, the teacher-forced check and the decoder tuning all share."""
+    S, W, k = cfg.cache.sink_frames, cfg.cache.window_frames, cfg.schedule.block_frames
+    sc = cfg.schedule
+    steps_t = make_schedule(sc.kind, list(sc.timesteps), k, sc.shift, sc.ar_step, sc.num_train_timesteps).timesteps
+    return S, W, k, steps_t, FlowMatch(sc.num_train_timesteps)
+
+
+def slot_captions(data: Data, clips, seg_of_slot: torch.Tensor, rng: np.random.Generator) -> list[str]:
+    """A freshly phrased caption per (sample, slot), sample-major: slot s of sample i is at
+    i * slots + s."""
+    B, slots = seg_of_slot.shape
+    return [caption(data.specs[clips[i]][int(seg_of_slot[i, s])], rng, "train") for i in range(B) for s in range(slots)]
 
 
 def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int, k: int,
@@ -265,11 +280,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     cfg = load_config(args.config)
-    S, W, k = cfg.cache.sink_frames, cfg.cache.window_frames, cfg.schedule.block_frames
+    S, W, k, steps_t, flow = sampler_setup(cfg)
     slots = S + W + k
     sc = cfg.schedule
-    steps_t = make_schedule(sc.kind, list(sc.timesteps), k, sc.shift, sc.ar_step, sc.num_train_timesteps).timesteps
-    flow = FlowMatch(sc.num_train_timesteps)
 
     model = build_transformer(cfg.model).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)

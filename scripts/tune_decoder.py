@@ -35,16 +35,14 @@ import torch
 
 from diag_generator import pixel_scores
 from prepare_latents import TF, sample_clip
-from train_generator import CaptionBank, Data, build_batch, sample_target
+from train_generator import CaptionBank, Data, build_batch, sample_target, sampler_setup, slot_captions
 from trainutil import REPO, Run, edge_loss, motion_loss, warmup_cosine
 
 from longvid.config import load_config, weight_path
 from longvid.loading import load_autoencoder, load_into, load_minilm, read_state_dict, save_autoencoder
 from longvid.model import build_transformer
-from longvid.schedule import FlowMatch, make_schedule
 from longvid.text import HFTextEncoder
 from longvid.vae import from_uint8
-from longvid.world import caption
 
 OBJECT_WEIGHT = 10.0  # as in train_autoencoder.py
 
@@ -111,10 +109,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = load_config(args.config)
-    S, W, k = cfg.cache.sink_frames, cfg.cache.window_frames, cfg.schedule.block_frames
-    sc = cfg.schedule
-    steps_t = make_schedule(sc.kind, list(sc.timesteps), k, sc.shift, sc.ar_step, sc.num_train_timesteps).timesteps
-    flow = FlowMatch(sc.num_train_timesteps)
+    S, W, k, steps_t, flow = sampler_setup(cfg)
     out = Path(args.out or Path(args.run) / "autoencoder.safetensors")
 
     generator = build_transformer(cfg.model).eval().requires_grad_(False)
@@ -151,13 +146,9 @@ def main() -> None:
         clips, x0, masks, target, seg_of_slot = clips[keep.numpy()], x0[keep], masks[keep], target[keep], seg_of_slot[keep]
         first, starts = first[keep], starts[keep]
         B, slots = target.shape
-        caps, index = [], torch.zeros(B, slots, dtype=torch.long)
-        for i in range(B):
-            for s_ in range(slots):
-                caps.append(caption(data.specs[clips[i]][int(seg_of_slot[i, s_])], rng, "train"))
-                index[i, s_] = len(caps) - 1
         with torch.no_grad():
-            text = generator.text_context(bank.embed(caps)).per_frame(index.flatten())
+            text = generator.text_context(bank.embed(slot_captions(data, clips, seg_of_slot, rng))).per_frame(
+                torch.arange(B * slots))
         made, _ = sample_target(generator, x0, target, steps_t, flow, text=text, frame_positions=positions,
                                 frame_mask=masks)
         c = min(args.crop or x0.shape[-1], x0.shape[-1])
@@ -221,9 +212,8 @@ def main() -> None:
         for _ in range(max(1, args.eval_samples // args.batch)):
             clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, args.batch, S, W, k, 0.0)
             B, slots = target.shape
-            caps = [caption(data.specs[clips[i]][int(seg_of_slot[i, s_])], rng, "train")
-                    for i in range(B) for s_ in range(slots)]
-            text = generator.text_context(bank.embed(caps)).per_frame(torch.arange(B * slots))
+            text = generator.text_context(bank.embed(slot_captions(data, clips, seg_of_slot, rng))).per_frame(
+                torch.arange(B * slots))
             made, _ = sample_target(generator, x0, target, steps_t, flow, text=text, frame_positions=positions,
                                     frame_mask=masks)
             keep = [i for i in range(B) if int(target[i].float().argmax()) >= 1]
