@@ -43,7 +43,7 @@ import glob
 import numpy as np
 import torch
 
-from trainutil import REPO, Run, edge_loss, motion_loss, warmup_cosine
+from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
 
 from longvid.cache import frame_mask
 from longvid.config import load_config, weight_path
@@ -145,6 +145,15 @@ def object_weight(x0: torch.Tensor, extra: float, scale: float = 2.0) -> torch.T
     return 1 + extra * (distance / scale).clamp(max=1)
 
 
+def crop_box(block: torch.Tensor, crop: int) -> tuple[int, int]:
+    """(top, left) of a crop x crop latent window around the object of a block (C, F, h, w): the
+    cell farthest from its frame's median latent, the window kept inside the frame."""
+    h, w = block.shape[-2:]
+    distance = (block - block.flatten(2).median(dim=2).values[..., None, None]).norm(dim=0).sum(0)
+    cy, cx = divmod(int(distance.argmax()), w)
+    return min(max(cy - crop // 2, 0), h - crop), min(max(cx - crop // 2, 0), w - crop)
+
+
 class PixelLoss:
     """The target block's x0 as the viewer sees it: decoded by the frozen autoencoder, on a
     `crop` x `crop` latent window around the object, against the true latents decoded the same
@@ -165,10 +174,7 @@ class PixelLoss:
             first = int(target[i].nonzero()[0]) - 1
             if first < 0:
                 continue
-            block = x0[i, :, first + 1 : first + 1 + k]
-            distance = (block - block.flatten(2).median(dim=2).values[..., None, None]).norm(dim=0).sum(0)
-            cy, cx = divmod(int(distance.argmax()), w)
-            out.append((i, first, min(max(cy - c // 2, 0), h - c), min(max(cx - c // 2, 0), w - c)))
+            out.append((i, first, *crop_box(x0[i, :, first + 1 : first + 1 + k], c)))
             if len(out) == self.samples:
                 break
         return out
@@ -187,8 +193,7 @@ class PixelLoss:
         with torch.no_grad():
             truth = self.ae.decode(gather(x0), first=False)[:, :, tf:]
         seen = self.ae.decode(gather(x0_hat), first=False)[:, :, tf:]
-        background = truth.flatten(3).median(dim=3).values[..., None, None]
-        weight = 1 + (self.object_weight - 1) * ((truth - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        weight = object_pixel_weight(truth, self.object_weight)
         l1 = (weight * (seen - truth).abs()).mean() / weight.mean()
         return l1 + edge_loss(seen, truth, weight) + motion_loss(seen, truth, weight)
 

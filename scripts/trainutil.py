@@ -91,6 +91,13 @@ def warmup_cosine(step: int, base_lr: float, total: int, warmup: int, floor: flo
     return base_lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * p)))
 
 
+def object_pixel_weight(x: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """Per-pixel loss weight (B, 1, F, H, W) of video x (B, 3, F, H, W): `object_weight` where a
+    pixel differs from its frame's median colour (the background), 1 elsewhere."""
+    background = x.flatten(3).median(dim=3).values[..., None, None]
+    return 1 + (object_weight - 1) * ((x - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
+
+
 def edge_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted L1 between the horizontal and vertical image gradients of y and x: a plain
     L1/MSE is content with a round blob where the truth has a corner."""

@@ -35,8 +35,8 @@ import torch
 
 from diag_generator import pixel_scores
 from prepare_latents import TF, sample_clip
-from train_generator import CaptionBank, Data, build_batch, sample_target, sampler_setup, slot_captions
-from trainutil import REPO, Run, edge_loss, motion_loss, warmup_cosine
+from train_generator import CaptionBank, Data, build_batch, crop_box, sample_target, sampler_setup, slot_captions
+from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
 
 from longvid.config import load_config, weight_path
 from longvid.loading import load_autoencoder, load_into, load_minilm, read_state_dict, save_autoencoder
@@ -50,8 +50,8 @@ OBJECT_WEIGHT = 10.0  # as in train_autoencoder.py
 class Pixels:
     """The true pixel frames of the shards' clips, replayed from each shard's seed on first use."""
 
-    def __init__(self, pattern_files: list[str], shard_size: int, latent_frames: int, size: int, seed: int) -> None:
-        self.files = pattern_files
+    def __init__(self, files: list[str], shard_size: int, latent_frames: int, size: int, seed: int) -> None:
+        self.files = files
         self.shard_size, self.latent_frames, self.size, self.seed = shard_size, latent_frames, size, seed
         self.cache: dict[int, list[np.ndarray]] = {}
 
@@ -73,15 +73,6 @@ def check_replay(pixels: Pixels, data: Data, ae, clips: list[int]) -> float:
             z = ae.encode(from_uint8(pixels.clip(c)[None]))[0].transpose(0, 1)
             worst = max(worst, float((z - data.latents[c].float()).abs().max()))
     return worst
-
-
-def crop_box(block: torch.Tensor, crop: int) -> tuple[int, int]:
-    """(top, left) of a crop x crop latent window around the object of a true block (C, k, h, w):
-    the cell farthest from the block's median latent."""
-    h, w = block.shape[-2:]
-    distance = (block - block.flatten(1).median(dim=1).values[:, None, None, None]).norm(dim=0).sum(0)
-    cy, cx = divmod(int(distance.argmax()), w)
-    return min(max(cy - crop // 2, 0), h - crop), min(max(cx - crop // 2, 0), w - crop)
 
 
 def main() -> None:
@@ -169,8 +160,7 @@ def main() -> None:
 
     def losses(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Stage 1c's loss per sample set: decoded y against true pixels x."""
-        bg = x.flatten(3).median(dim=3).values[..., None, None]
-        weight = 1 + (OBJECT_WEIGHT - 1) * ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        weight = object_pixel_weight(x, OBJECT_WEIGHT)
         loss = ((weight * (y - x).abs()).mean() + (weight * (y - x).pow(2)).mean()) / weight.mean()
         return loss + args.edge_weight * edge_loss(y, x, weight) + args.motion_weight * motion_loss(y, x, weight)
 
@@ -210,7 +200,7 @@ def main() -> None:
     shapes = []
     with torch.no_grad():
         for _ in range(max(1, args.eval_samples // args.batch)):
-            clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, args.batch, S, W, k, 0.0)
+            clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
             B, slots = target.shape
             text = generator.text_context(bank.embed(slot_captions(data, clips, seg_of_slot, rng))).per_frame(
                 torch.arange(B * slots))

@@ -85,13 +85,15 @@ def test_sample_target_runs_the_engine_sampler_on_target_frames_only():
     target[0, 3:] = True
     target[1, 1:4] = True
     calls = []
+    tgt = target[:, None, :, None, None]
 
     def oracle(x, t, **forward):
         calls.append(forward)
+        # the model sees the true context at every step, the first one included
+        assert torch.equal(torch.where(tgt, 0.0, x), torch.where(tgt, 0.0, x0))
         return (x - x0) / flow.sigma(t)[:, None, :, None, None].clamp_min(1e-6)
 
     last, first = sample_target(oracle, x0, target, steps_t, flow, torch.Generator().manual_seed(0), text="ctx")
-    tgt = target[:, None, :, None, None]
     torch.testing.assert_close(torch.where(tgt, last, x0), x0, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.where(tgt, first, x0), x0, atol=1e-5, rtol=1e-5)
     assert len(calls) == len(steps_t) and all(c == {"text": "ctx"} for c in calls)
@@ -117,7 +119,8 @@ def test_build_batch_reports_where_each_target_block_starts(tmp_path):
 
 def test_tune_decoder_replays_the_shards_pixels_and_crops_around_the_object():
     from prepare_latents import sample_clip
-    from tune_decoder import Pixels, crop_box
+    from train_generator import crop_box
+    from tune_decoder import Pixels
 
     pixels = Pixels(["runs/x/shard_0003.pt"], shard_size=2, latent_frames=6, size=32, seed=1)
     rng = np.random.default_rng([1, 3])
