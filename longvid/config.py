@@ -115,6 +115,11 @@ class ScheduleConfig:
     # re-noise each x0 with fresh noise (Self-Forcing) or with the noise the model predicted
     # (deterministic flow steps: a model trained by plain MSE keeps its samples' detail)
     renoise: Literal["fresh", "predicted"] = "fresh"
+    # classifier-free guidance: flow = uncond + guidance * (cond - uncond), one extra forward per
+    # denoising step; 1.0 = off. The unconditional prompt is `negative_prompt` (the empty caption
+    # a model trained with caption dropout knows, scripts/train_generator.py --caption-dropout).
+    guidance: float = 1.0
+    negative_prompt: str = ""
 
 
 @dataclass
@@ -646,6 +651,9 @@ def validate(config: Config) -> None:
             f"schedule.timesteps {out_of_range} must lie in (0, {s.num_train_timesteps}] "
             "(schedule.num_train_timesteps)"
         )
+
+    if s.guidance < 0:
+        problems.append(f"schedule.guidance={s.guidance} must be >= 0 (1 = no guidance)")
 
     if c.sink_frames < 0:
         problems.append(f"cache.sink_frames={c.sink_frames} must be >= 0")

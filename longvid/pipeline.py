@@ -186,6 +186,15 @@ class StreamPipeline:
             cache.commit(plan)
         return flow.float(), time.perf_counter() - t0
 
+    def _guided(self, flow, xt, t, cache, frames) -> torch.Tensor:
+        """Classifier-free guidance: the unconditional flow from a second forward over the same
+        frames in flight (it rewrites their uncommitted keys/values, which the next forward writes
+        anew), then uncond + guidance * (cond - uncond)."""
+        sc = self.config.schedule
+        uncond, dt = self._forward(xt, t, self.context((sc.negative_prompt,)), cache, frames, commit=False)
+        self.stats.generator_s += dt
+        return torch.lerp(uncond, flow, sc.guidance)
+
     def _recache(self, cache: KVCache, clean: dict[int, torch.Tensor], ctx: TextContext) -> None:
         """KV-recache (LongLive): rewrite the cached frames' keys/values under the new prompt."""
         redo = cache.rewind(rewrite_sink=self.config.switch.sink == "rewrite")
@@ -249,6 +258,8 @@ class StreamPipeline:
             xt = torch.stack([s.x[f] for f in step.frames], dim=1)[None]  # (1, C, F, h, w)
             flow, dt = self._forward(xt, step.t, ctx, s.cache, frames, commit=False)
             self.stats.generator_s += dt
+            if self.config.schedule.guidance != 1.0:  # classifier-free guidance, same cache
+                flow = self._guided(flow, xt, step.t, s.cache, frames)
             x0 = self.flow.to_x0(xt, flow, step.t)
             predicted = self.flow.to_noise(xt, flow, step.t) if self.config.schedule.renoise == "predicted" else None
 

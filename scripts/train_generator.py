@@ -98,6 +98,24 @@ def slot_captions(data: Data, clips, seg_of_slot: torch.Tensor, rng: np.random.G
     return [caption(data.specs[clips[i]][int(seg_of_slot[i, s])], rng, "train") for i in range(B) for s in range(slots)]
 
 
+def segment_captions(data: Data, clips, seg_of_slot: torch.Tensor, rng: np.random.Generator,
+                     dropout: float = 0.0) -> tuple[list[str], torch.Tensor]:
+    """One freshly phrased caption per (sample, segment) and each slot's row in that list (B, slots).
+    With probability `dropout` a sample gets the empty caption in every slot (caption dropout: the
+    unconditional prediction that classifier-free guidance needs)."""
+    B, slots = seg_of_slot.shape
+    keys, index, caps = {}, torch.zeros(B, slots, dtype=torch.long), []
+    unconditional = rng.random(B) < dropout
+    for i in range(B):
+        for s in range(slots):
+            key = (i, int(seg_of_slot[i, s]))
+            if key not in keys:
+                keys[key] = len(caps)
+                caps.append("" if unconditional[i] else caption(data.specs[clips[i]][key[1]], rng, "train"))
+            index[i, s] = keys[key]
+    return caps, index
+
+
 def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int, k: int,
                 switch_oversample: float):
     """Sample `batch` inference steps -> clip index per sample, latents (B, C, slots, h, w), slot
@@ -269,6 +287,10 @@ def main() -> None:
     ap.add_argument("--rollout-prob", type=float, default=0.0,
                     help="share of steps trained from the sampler's own states (sampler_states), like the "
                          "self-context pass from --self-context-from on")
+    ap.add_argument("--caption-dropout", type=float, default=0.0,
+                    help="share of samples trained with the empty caption (every slot), so the model also "
+                         "learns the unconditional prediction that classifier-free guidance "
+                         "(schedule.guidance) extrapolates away from")
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="2 stalls whenever anything else runs")
@@ -330,16 +352,7 @@ def main() -> None:
         t0 = run.elapsed
         clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample)
         B = args.batch
-        # captions: one phrasing per (sample, segment), drawn afresh every step
-        keys, index = {}, torch.zeros(B, slots, dtype=torch.long)
-        caps = []
-        for i in range(B):
-            for s_ in range(slots):
-                key = (i, int(seg_of_slot[i, s_]))
-                if key not in keys:
-                    keys[key] = len(caps)
-                    caps.append(caption(data.specs[clips[i]][key[1]], rng, "train"))
-                index[i, s_] = keys[key]
+        caps, index = segment_captions(data, clips, seg_of_slot, rng, args.caption_dropout)
         embeds = bank.embed(caps)
 
         # timesteps: the target block at an inference level (sometimes uniform), context clean

@@ -35,11 +35,15 @@ def cached_latents(pipe, tl, seed=0):
 
 def recompute_latents(pipe, tl, seed=0):
     """Reference: no KV cache. Every denoising step runs one forward over all committed frames
-    (clean, t = 0) and the frames in flight, under the sink/window block-causal mask."""
+    (clean, t = 0) and the frames in flight, under the sink/window block-causal mask; with
+    guidance, a second one under the negative prompt (the committed frames stay clean frames
+    seen under the prompt, as in the cache)."""
     cfg, sched, flow = pipe.config, pipe.schedule, pipe.flow
     shape = (pipe.latent_channels, *pipe.latent_hw)
     with torch.no_grad():
         ctx = pipe.model.text_context(pipe.text_encoder.encode([tl.prompts[0].text]))
+        both = pipe.model.text_context(pipe.text_encoder.encode([tl.prompts[0].text, cfg.schedule.negative_prompt]))
+    g = cfg.schedule.guidance
     x, clean = {}, {}
     for st in sched.steps(tl.num_latent_frames):
         if st.commit:
@@ -54,6 +58,12 @@ def recompute_latents(pipe, tl, seed=0):
                           cfg.cache.window_frames, in_flight_from=n)
         with torch.no_grad():
             out = pipe.model(xs, t, ctx, frame_mask=mask)[:, :, n:]
+            if g != 1.0:
+                # the negative prompt for the frames in flight only: the committed frames'
+                # keys/values were made under the prompt (the cache keeps them)
+                index = torch.tensor([0] * n + [1] * len(st.frames))
+                uncond = pipe.model(xs, t, both.per_frame(index), frame_mask=mask)[:, :, n:]
+                out = uncond + g * (out - uncond)
         x0 = flow.to_x0(xs[:, :, n:], out, st.t)
         for i, f in enumerate(st.frames):
             if float(st.t_next[i]) > 0:
@@ -72,6 +82,19 @@ def test_cache_equals_full_recompute(sched, cache):
     a, b = cached_latents(pipe, tl), recompute_latents(pipe, tl)
     assert a.shape == b.shape == (1, 4, 25, 4, 4)
     assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+
+
+def test_guidance_equals_full_recompute_and_changes_the_video():
+    """Classifier-free guidance through the cache: the second forward over the frames in flight
+    must not disturb the cache (the result equals a cache-free recompute with guidance)."""
+    tl = timeline(3.0)
+    plain = cached_latents(tiny_pipeline(), tl)
+    cfg = tiny_config(schedule=dict(guidance=3.0, negative_prompt="a blue square"))
+    pipe = tiny_pipeline(cfg)
+    guided = cached_latents(pipe, tl)
+    assert pipe.stats.forwards > 0
+    torch.testing.assert_close(guided, recompute_latents(tiny_pipeline(cfg), tl), atol=2e-4, rtol=2e-4)
+    assert (guided - plain).abs().mean() > 0.05 * plain.abs().mean()
 
 
 def test_cache_differs_from_recompute_if_the_mask_is_wrong():

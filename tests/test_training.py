@@ -117,6 +117,32 @@ def test_build_batch_reports_where_each_target_block_starts(tmp_path):
         assert torch.equal(block, expected.float()), (i, block, expected)
 
 
+def test_segment_captions_share_a_caption_per_segment_and_drop_whole_samples(tmp_path):
+    """Slots of one segment read one caption; caption dropout empties every slot of a sample
+    (a sample with the prompt in some frames only would teach guidance the wrong direction)."""
+    from longvid.world import parse_prompt
+    from train_generator import Data, segment_captions
+
+    n, t = 4, 12
+    spec = {"shape": "circle", "colour": "red", "background": "black"}
+    segments = torch.zeros(n, t, dtype=torch.long)
+    segments[:, 6:] = 1
+    torch.save({"latents": torch.zeros(n, t, 2, 2, 2, dtype=torch.float16), "segments": segments,
+                "specs": [[spec, {**spec, "colour": "blue"}]] * n}, tmp_path / "shard_0000.pt")
+    data = Data(str(tmp_path / "shard_*.pt"))
+    seg_of_slot = torch.tensor([[0, 0, 1, 1]] * 64)
+    clips = [i % n for i in range(64)]
+    caps, index = segment_captions(data, clips, seg_of_slot, np.random.default_rng(0))
+    assert len(caps) == 128 and all(caps)
+    assert all(index[i, 0] == index[i, 1] != index[i, 2] == index[i, 3] for i in range(64))
+    colours = [(parse_prompt(caps[index[i, 0]]).colour, parse_prompt(caps[index[i, 2]]).colour) for i in range(64)]
+    assert set(colours) == {("red", "blue")}
+    caps, index = segment_captions(data, clips, seg_of_slot, np.random.default_rng(0), dropout=0.3)
+    empty = torch.tensor([[caps[j] == "" for j in row] for row in index.tolist()])
+    assert torch.equal(empty.all(dim=1), empty.any(dim=1))  # whole samples, never some slots
+    assert 5 <= int(empty.all(dim=1).sum()) <= 35
+
+
 def test_tune_decoder_replays_the_shards_pixels_and_crops_around_the_object():
     from prepare_latents import sample_clip
     from train_generator import crop_box
