@@ -259,6 +259,7 @@ def test_non_utf8_config(tmp_path: Path) -> None:
         ({"cache": {"window_frames": 2}}, "cache.window_frames=2 must be >= schedule.block_frames=3"),
         ({"cache": {"ema_alpha": 1.0}}, "cache.ema_alpha=1.0 must be in [0, 1)"),
         ({"cache": {"ema_alpha": -0.1}}, "cache.ema_alpha=-0.1 must be in [0, 1)"),
+        ({"schedule": {"guidance": -1}}, "schedule.guidance=-1.0 must be >= 0"),
         ({"switch": {"blend_blocks": -1}}, "switch.blend_blocks=-1 must be >= 0"),
         ({"runtime": {"threads": 0}}, "runtime.threads=0 must be >= 1"),
     ],
