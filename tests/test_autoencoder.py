@@ -144,3 +144,24 @@ def test_the_16_channel_autoencoder_keeps_circling_smooth_and_corners_square():
     assert report["adherence"]["motion"] >= 0.8
     assert report["adherence"]["shape"] >= 0.8
     assert report["adherence"]["colour"] >= 0.95
+
+
+def test_the_motion_retrained_autoencoder_keeps_low_contrast_motion_on_gray():
+    """`autoencoder-16ch-m3.safetensors` (session 7, `--motion-weight 3`): a green circle (luma 136)
+    moving right on gray (luma 110) must still move inside each latent frame after a round trip;
+    `autoencoder-16ch` holds it still for 4 frames and then jumps (motion read right: 0.00)."""
+    import numpy as np
+
+    from longvid import evaluate
+    from longvid.vae import from_uint8, to_uint8
+    from longvid.world import SceneSpec, make_clip
+
+    ae = load_autoencoder(Path(__file__).resolve().parents[1] / "longvid" / "weights" / "shapes"
+                          / "autoencoder-16ch-m3.safetensors")
+    clip, _ = make_clip(SceneSpec(shape="circle", colour="green", background="gray", motion="right",
+                                  size="medium"), 65, 0, 128)
+    with torch.no_grad():
+        frames = to_uint8(ae.decode(ae.encode(from_uint8(clip[None]))))
+    report = evaluate.evaluate(frames, [(0, "a green circle moving right on a gray background")], fps=16)
+    assert report["adherence"]["motion"] >= 0.9
+    assert report["adherence"]["colour"] >= 0.95 and report["adherence"]["shape"] >= 0.9
