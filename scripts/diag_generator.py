@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 import torch
 
-from train_generator import CaptionBank, Data, build_batch, sample_target, sampler_setup, slot_captions
+from train_generator import CaptionBank, Data, build_batch, sample_target, prompt_context, sampler_setup
 
 from longvid.config import load_config, weight_path
 from longvid.evaluate import detect_frame
@@ -88,7 +88,7 @@ def main() -> None:
         clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
         B, slots = target.shape
         keep = target.sum(1) == k
-        text = model.text_context(bank.embed(slot_captions(data, clips, seg_of_slot, rng))).per_frame(torch.arange(B * slots))
+        text = prompt_context(model, bank, data, clips, seg_of_slot, rng)
         blind_mask = masks & ~(~target[:, None, :] & target[:, :, None])  # target cannot see context
         pick = lambda y: torch.stack([y[i][:, target[i]] for i in range(B)])[keep]  # noqa: E731
         truth = pick(x0)  # the target blocks of complete samples

@@ -27,6 +27,13 @@ the frozen autoencoder, against the true latents decoded (L1 + image gradients +
 differences, objects weighted), on a crop around the object. A latent MSE weighs every latent
 direction alike, but a few of them decide whether the decoder draws a corner or a round blob.
 
+`--adv-weight` adds an adversarial loss (the idea of adversarial post-training and of the GAN
+variant of Self-Forcing): a small patch critic on latent blocks (the frame before the block and
+the block, conditioned on the prompt) learns to tell the true blocks from the model's x0, and the
+model is pushed towards blocks it cannot tell apart. An MSE-trained few-step model returns
+conditional means, soft where the data is sharp (corners, motion inside a latent frame); the
+critic's loss is the one that cares about that difference.
+
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
 the model's earlier denoising steps (no grad) bring it to the level being trained, instead of
@@ -91,13 +98,6 @@ def sampler_setup(cfg) -> tuple[int, int, int, list[float], FlowMatch]:
     return S, W, k, steps_t, FlowMatch(sc.num_train_timesteps)
 
 
-def slot_captions(data: Data, clips, seg_of_slot: torch.Tensor, rng: np.random.Generator) -> list[str]:
-    """A freshly phrased caption per (sample, slot), sample-major: slot s of sample i is at
-    i * slots + s."""
-    B, slots = seg_of_slot.shape
-    return [caption(data.specs[clips[i]][int(seg_of_slot[i, s])], rng, "train") for i in range(B) for s in range(slots)]
-
-
 def segment_captions(data: Data, clips, seg_of_slot: torch.Tensor, rng: np.random.Generator,
                      dropout: float = 0.0) -> tuple[list[str], torch.Tensor]:
     """One freshly phrased caption per (sample, segment) and each slot's row in that list (B, slots).
@@ -114,6 +114,14 @@ def segment_captions(data: Data, clips, seg_of_slot: torch.Tensor, rng: np.rando
                 caps.append("" if unconditional[i] else caption(data.specs[clips[i]][key[1]], rng, "train"))
             index[i, s] = keys[key]
     return caps, index
+
+
+def prompt_context(model, bank: CaptionBank, data: Data, clips, seg_of_slot: torch.Tensor,
+                   rng: np.random.Generator):
+    """The cross-attention context of a batch as inference gives it: one freshly phrased caption
+    per (sample, segment), every frame slot pointing at its segment's."""
+    caps, index = segment_captions(data, clips, seg_of_slot, rng)
+    return model.text_context(bank.embed(caps)).per_frame(index.flatten())
 
 
 def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int, k: int,
@@ -216,6 +224,38 @@ class PixelLoss:
         return l1 + edge_loss(seen, truth, weight) + motion_loss(seen, truth, weight)
 
 
+class Critic(torch.nn.Module):
+    """A patch critic on latent blocks (B, C, k+1, h, w) (the latent frame before the block, then
+    the block), conditioned on the prompt by projection: logits (B, 1, k+1, h/4, w/4). Spectral
+    norm on every layer keeps it smooth enough for the generator to learn from."""
+
+    def __init__(self, channels: int, text_dim: int, width: int = 96) -> None:
+        super().__init__()
+        sn = torch.nn.utils.parametrizations.spectral_norm
+        act = torch.nn.LeakyReLU(0.2)
+        self.body = torch.nn.Sequential(
+            sn(torch.nn.Conv3d(channels, width, 3, padding=1)), act,
+            sn(torch.nn.Conv3d(width, 2 * width, (3, 4, 4), stride=(1, 2, 2), padding=1)), act,
+            sn(torch.nn.Conv3d(2 * width, 2 * width, (3, 4, 4), stride=(1, 2, 2), padding=1)), act)
+        self.head = sn(torch.nn.Conv3d(2 * width, 1, 1))
+        self.text = sn(torch.nn.Linear(text_dim, 2 * width))
+
+    def forward(self, blocks: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        f = self.body(blocks)
+        return self.head(f) + (f * self.text(text)[:, :, None, None, None]).sum(1, keepdim=True)
+
+
+def critic_blocks(x: torch.Tensor, before: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+    """Each sample's target block of `x` (B, C, slots, h, w) behind the latent frame before it,
+    taken from `before` (zeros for a clip's first block) -> (B, C, k + 1, h, w)."""
+    out = []
+    for i in range(x.shape[0]):
+        first = int(target[i].nonzero()[0])
+        prev = before[i, :, first - 1 : first] if first else torch.zeros_like(before[i, :, :1])
+        out.append(torch.cat([prev, x[i, :, first : first + k]], dim=1))
+    return torch.stack(out)
+
+
 def velocity_target(x_in: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """The flow that maps x_in to the true x0 at noise level sigma (B, 1, F, 1, 1) > 0:
     (x_in - x0) / sigma. For x_in = (1 - sigma) x0 + sigma n it is the usual n - x0; for a
@@ -287,6 +327,11 @@ def main() -> None:
     ap.add_argument("--rollout-prob", type=float, default=0.0,
                     help="share of steps trained from the sampler's own states (sampler_states), like the "
                          "self-context pass from --self-context-from on")
+    ap.add_argument("--adv-weight", type=float, default=0.0,
+                    help="weight of the critic's (hinge) loss on the target block's x0; 0 = no critic")
+    ap.add_argument("--adv-from", type=int, default=100,
+                    help="steps the critic trains alone before the model feels it")
+    ap.add_argument("--critic-lr", type=float, default=2e-4)
     ap.add_argument("--caption-dropout", type=float, default=0.0,
                     help="share of samples trained with the empty caption (every slot), so the model also "
                          "learns the unconditional prediction that classifier-free guidance "
@@ -314,8 +359,13 @@ def main() -> None:
     model = build_transformer(cfg.model).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step", "loss_pixel"])
-    start = run.resume(model=model, ema=ema, opt=opt)
+    run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step", "loss_pixel", "loss_adv",
+                         "loss_critic"])
+    critic = opt_critic = None
+    if args.adv_weight:
+        critic = Critic(cfg.model.out_channels, cfg.model.text_dim)
+        opt_critic = torch.optim.AdamW(critic.parameters(), lr=args.critic_lr, betas=(0.0, 0.99), weight_decay=0.0)
+    start = run.resume(model=model, ema=ema, opt=opt, **({"critic": critic, "opt_critic": opt_critic} if critic else {}))
     if start == 0 and args.init_from:  # a new checkout: continue from the committed weights
         state, _ = read_state_dict(args.init_from)
         if args.init_partial:
@@ -400,10 +450,26 @@ def main() -> None:
             with autocast:
                 loss_pixel = pixel(flow.to_x0(x_in, pred, t), x0, target, k).float()
             loss = loss + args.pixel_weight * loss_pixel
+        loss_adv = loss_critic = torch.zeros(())
+        if critic is not None:
+            first = target.float().argmax(dim=1)
+            text_vec = embeds[index[torch.arange(B), first]].mean(dim=1)
+            fake = critic_blocks(flow.to_x0(x_in, pred, t), x0, target, k)
+            real = critic_blocks(x0, x0, target, k)
+            if step >= args.adv_from:
+                critic.requires_grad_(False)
+                loss_adv = -critic(fake, text_vec).mean()
+                critic.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + args.adv_weight * loss_adv).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if critic is not None:  # hinge loss: true blocks above +1, the model's below -1
+            loss_critic = (torch.relu(1 - critic(real, text_vec)).mean()
+                           + torch.relu(1 + critic(fake.detach(), text_vec)).mean())
+            opt_critic.zero_grad(set_to_none=True)
+            loss_critic.backward()
+            opt_critic.step()
         with torch.no_grad():
             d = min(args.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -414,12 +480,15 @@ def main() -> None:
             at_switch = torch.tensor([seg_of_slot[i, 0] != seg_of_slot[i, -1] for i in range(B)])
             ls = float((err[at_switch] * target[at_switch]).detach().sum() / target[at_switch].sum().clamp_min(1))
             run.record(step, loss=loss.item(), loss_switch=ls, lr=lr_at(step), self_ctx=float(self_ctx),
-                       sec_per_step=sec, loss_pixel=loss_pixel.item())
+                       sec_per_step=sec, loss_pixel=loss_pixel.item(), loss_adv=loss_adv.item(),
+                       loss_critic=loss_critic.item())
         if step % 50 == 0:
-            run.log(f"step {step}/{args.steps} loss {loss.item():.4f} (pixel {loss_pixel.item():.4f}) {sec:.1f}s/step "
+            run.log(f"step {step}/{args.steps} loss {loss.item():.4f} (pixel {loss_pixel.item():.4f}, adv {loss_adv.item():.3f}, "
+                    f"critic {loss_critic.item():.3f}) {sec:.1f}s/step "
                     f"{run.elapsed / 60:.1f} min, {len(bank.bank)} captions")
         if (step + 1) % 50 == 0 or step + 1 == args.steps:
-            run.save(step + 1, model=model, ema=ema, opt=opt)
+            run.save(step + 1, model=model, ema=ema, opt=opt,
+                     **({"critic": critic, "opt_critic": opt_critic} if critic else {}))
         if (step + 1) % 500 == 0 or step + 1 == args.steps:
             save_safetensors(ema, args.out)
             run.log(f"exported EMA weights to {args.out}")

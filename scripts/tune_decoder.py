@@ -35,7 +35,7 @@ import torch
 
 from diag_generator import pixel_scores
 from prepare_latents import TF, sample_clip
-from train_generator import CaptionBank, Data, build_batch, crop_box, sample_target, sampler_setup, slot_captions
+from train_generator import CaptionBank, Data, build_batch, crop_box, sample_target, prompt_context, sampler_setup
 from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
 
 from longvid.config import load_config, weight_path
@@ -138,8 +138,7 @@ def main() -> None:
         first, starts = first[keep], starts[keep]
         B, slots = target.shape
         with torch.no_grad():
-            text = generator.text_context(bank.embed(slot_captions(data, clips, seg_of_slot, rng))).per_frame(
-                torch.arange(B * slots))
+            text = prompt_context(generator, bank, data, clips, seg_of_slot, rng)
         made, _ = sample_target(generator, x0, target, steps_t, flow, text=text, frame_positions=positions,
                                 frame_mask=masks)
         c = min(args.crop or x0.shape[-1], x0.shape[-1])
@@ -202,8 +201,7 @@ def main() -> None:
         for _ in range(max(1, args.eval_samples // args.batch)):
             clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
             B, slots = target.shape
-            text = generator.text_context(bank.embed(slot_captions(data, clips, seg_of_slot, rng))).per_frame(
-                torch.arange(B * slots))
+            text = prompt_context(generator, bank, data, clips, seg_of_slot, rng)
             made, _ = sample_target(generator, x0, target, steps_t, flow, text=text, frame_positions=positions,
                                     frame_mask=masks)
             keep = [i for i in range(B) if int(target[i].float().argmax()) >= 1]

@@ -160,3 +160,56 @@ def test_tune_decoder_replays_the_shards_pixels_and_crops_around_the_object():
     block = torch.zeros(4, 3, 16, 16)
     block[:, :, 7, 9] = 5.0
     assert crop_box(block, 8) == (3, 5)
+
+
+def test_critic_sees_the_frame_before_each_target_block_and_the_prompt():
+    """The critic judges a block against the latent frame before it (motion, shape kept), so the
+    pairs must hold that frame (zeros for a clip's first block) and the block, nothing else."""
+    from train_generator import Critic, critic_blocks
+
+    B, C, slots, k = 3, 2, 7, 3
+    x = torch.arange(B * C * slots, dtype=torch.float32).reshape(B, C, slots, 1, 1).expand(B, C, slots, 4, 4)
+    before = -x
+    target = torch.zeros(B, slots, dtype=torch.bool)
+    target[0, 0:3] = True  # first block of a clip: nothing before it
+    target[1, 2:5] = True
+    target[2, 4:7] = True
+    pairs = critic_blocks(x, before, target, k)
+    assert pairs.shape == (B, C, k + 1, 4, 4)
+    assert torch.equal(pairs[0, :, 0], torch.zeros(C, 4, 4))
+    assert torch.equal(pairs[0, :, 1:], x[0, :, 0:3])
+    assert torch.equal(pairs[1, :, 0], before[1, :, 1]) and torch.equal(pairs[1, :, 1:], x[1, :, 2:5])
+    assert torch.equal(pairs[2, :, 0], before[2, :, 3]) and torch.equal(pairs[2, :, 1:], x[2, :, 4:7])
+
+    critic = Critic(channels=C, text_dim=5, width=8).eval()
+    blocks = torch.randn(2, C, k + 1, 16, 16)
+    text = torch.randn(2, 5)
+    logits = critic(blocks, text)
+    assert logits.shape == (2, 1, k + 1, 4, 4)
+    assert not torch.allclose(logits, critic(blocks, -text))  # the prompt changes the verdict
+
+
+def test_prompt_context_gives_every_slot_its_segments_caption(tmp_path):
+    """The diagnostic scripts feed the generator what inference feeds it: one prompt per segment."""
+    from longvid.model import TextContext
+    from train_generator import Data, prompt_context
+
+    n, t = 2, 12
+    spec = {"shape": "circle", "colour": "red", "background": "black"}
+    torch.save({"latents": torch.zeros(n, t, 2, 2, 2, dtype=torch.float16), "segments": torch.zeros(n, t, dtype=torch.long),
+                "specs": [[spec, {**spec, "colour": "blue"}]] * n}, tmp_path / "shard_0000.pt")
+    data = Data(str(tmp_path / "shard_*.pt"))
+
+    class Bank:
+        def embed(self, caps):
+            self.caps = caps
+            return torch.zeros(len(caps), 1, 3)
+
+    class Model:
+        def text_context(self, embeds):
+            return TextContext(embeds=embeds, kv=[])
+
+    bank = Bank()
+    ctx = prompt_context(Model(), bank, data, [0, 1], torch.tensor([[0, 0, 1], [1, 1, 1]]), np.random.default_rng(0))
+    assert len(bank.caps) == 3  # (sample 0, seg 0), (sample 0, seg 1), (sample 1, seg 1)
+    assert ctx.frame_index.tolist() == [0, 0, 1, 2, 2, 2]
