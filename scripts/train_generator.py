@@ -34,6 +34,11 @@ model is pushed towards blocks it cannot tell apart. An MSE-trained few-step mod
 conditional means, soft where the data is sharp (corners, motion inside a latent frame); the
 critic's loss is the one that cares about that difference.
 
+`--shape-weight` asks the latent shape probe of `scripts/train_shape_probe.py` (trained on true
+latents) to read the prompted shape in every frame of the target block's x0 (cross-entropy). Left
+to the latent MSE, the model draws one blob for all three shapes: the pixels where they differ are
+too few to matter in it.
+
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
 the model's earlier denoising steps (no grad) bring it to the level being trained, instead of
@@ -50,7 +55,7 @@ import glob
 import numpy as np
 import torch
 
-from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
+from trainutil import REPO, Run, edge_loss, load_probe, motion_loss, object_pixel_weight, warmup_cosine
 
 from longvid.cache import frame_mask
 from longvid.config import load_config, weight_path
@@ -58,7 +63,7 @@ from longvid.loading import load_autoencoder, load_into, load_minilm, read_state
 from longvid.model import build_transformer
 from longvid.schedule import FlowMatch, make_schedule
 from longvid.text import HFTextEncoder
-from longvid.world import SceneSpec, caption
+from longvid.world import SHAPES, SceneSpec, caption
 
 
 class CaptionBank:
@@ -245,15 +250,24 @@ class Critic(torch.nn.Module):
         return self.head(f) + (f * self.text(text)[:, :, None, None, None]).sum(1, keepdim=True)
 
 
+def target_frames(x: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+    """Each sample's k target frames of `x` (B, C, slots, h, w) -> (B, C, k, h, w)."""
+    first = target.float().argmax(dim=1)
+    return torch.stack([x[i, :, first[i] : first[i] + k] for i in range(x.shape[0])])
+
+
 def critic_blocks(x: torch.Tensor, before: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
     """Each sample's target block of `x` (B, C, slots, h, w) behind the latent frame before it,
     taken from `before` (zeros for a clip's first block) -> (B, C, k + 1, h, w)."""
-    out = []
-    for i in range(x.shape[0]):
-        first = int(target[i].nonzero()[0])
-        prev = before[i, :, first - 1 : first] if first else torch.zeros_like(before[i, :, :1])
-        out.append(torch.cat([prev, x[i, :, first : first + k]], dim=1))
-    return torch.stack(out)
+    first = target.float().argmax(dim=1)
+    prev = torch.stack([before[i, :, f - 1] if f else torch.zeros_like(before[i, :, 0]) for i, f in enumerate(first.tolist())])
+    return torch.cat([prev[:, :, None], target_frames(x, target, k)], dim=2)
+
+
+def target_shapes(data: Data, clips, seg_of_slot: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The prompted shape (index into SHAPES) of each sample's target block (B,)."""
+    first = target.float().argmax(dim=1)
+    return torch.tensor([SHAPES.index(data.specs[c][int(seg_of_slot[i, first[i]])].shape) for i, c in enumerate(clips)])
 
 
 def velocity_target(x_in: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -332,6 +346,10 @@ def main() -> None:
     ap.add_argument("--adv-from", type=int, default=100,
                     help="steps the critic trains alone before the model feels it")
     ap.add_argument("--critic-lr", type=float, default=2e-4)
+    ap.add_argument("--shape-probe", default=str(REPO / "runs" / "shape-probe.pt"),
+                    help="for --shape-weight: scripts/train_shape_probe.py's output for these latents")
+    ap.add_argument("--shape-weight", type=float, default=0.0,
+                    help="weight of the shape probe's cross-entropy on the target block's x0; 0 = off")
     ap.add_argument("--caption-dropout", type=float, default=0.0,
                     help="share of samples trained with the empty caption (every slot), so the model also "
                          "learns the unconditional prediction that classifier-free guidance "
@@ -360,7 +378,7 @@ def main() -> None:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step", "loss_pixel", "loss_adv",
-                         "loss_critic"])
+                         "loss_critic", "loss_shape"])
     critic = opt_critic = None
     if args.adv_weight:
         critic = Critic(cfg.model.out_channels, cfg.model.text_dim)
@@ -384,6 +402,7 @@ def main() -> None:
     text_model, tok = load_minilm()
     bank = CaptionBank(HFTextEncoder(text_model, tok, cfg.text.max_length))
     data = Data(args.data)
+    probe = load_probe(args.shape_probe) if args.shape_weight else None
     pixel = None
     if args.pixel_weight:
         pixel = PixelLoss(load_autoencoder(args.autoencoder or weight_path(cfg, "vae")), args.pixel_crop,
@@ -450,10 +469,14 @@ def main() -> None:
             with autocast:
                 loss_pixel = pixel(flow.to_x0(x_in, pred, t), x0, target, k).float()
             loss = loss + args.pixel_weight * loss_pixel
-        loss_adv = loss_critic = torch.zeros(())
+        loss_adv = loss_critic = loss_shape = torch.zeros(())
+        if probe is not None:
+            frames = target_frames(flow.to_x0(x_in, pred, t), target, k)  # (B, C, k, h, w)
+            logits = probe(frames.transpose(1, 2).flatten(0, 1))
+            shapes = target_shapes(data, clips, seg_of_slot, target)
+            loss_shape = torch.nn.functional.cross_entropy(logits, shapes.repeat_interleave(k))
         if critic is not None:
-            first = target.float().argmax(dim=1)
-            text_vec = embeds[index[torch.arange(B), first]].mean(dim=1)
+            text_vec = embeds[index[torch.arange(B), target.float().argmax(dim=1)]].mean(dim=1)
             fake = critic_blocks(flow.to_x0(x_in, pred, t), x0, target, k)
             real = critic_blocks(x0, x0, target, k)
             if step >= args.adv_from:
@@ -461,7 +484,7 @@ def main() -> None:
                 loss_adv = -critic(fake, text_vec).mean()
                 critic.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
-        (loss + args.adv_weight * loss_adv).backward()
+        (loss + args.adv_weight * loss_adv + args.shape_weight * loss_shape).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if critic is not None:  # hinge loss: true blocks above +1, the model's below -1
@@ -481,10 +504,10 @@ def main() -> None:
             ls = float((err[at_switch] * target[at_switch]).detach().sum() / target[at_switch].sum().clamp_min(1))
             run.record(step, loss=loss.item(), loss_switch=ls, lr=lr_at(step), self_ctx=float(self_ctx),
                        sec_per_step=sec, loss_pixel=loss_pixel.item(), loss_adv=loss_adv.item(),
-                       loss_critic=loss_critic.item())
+                       loss_critic=loss_critic.item(), loss_shape=loss_shape.item())
         if step % 50 == 0:
             run.log(f"step {step}/{args.steps} loss {loss.item():.4f} (pixel {loss_pixel.item():.4f}, adv {loss_adv.item():.3f}, "
-                    f"critic {loss_critic.item():.3f}) {sec:.1f}s/step "
+                    f"critic {loss_critic.item():.3f}, shape {loss_shape.item():.3f}) {sec:.1f}s/step "
                     f"{run.elapsed / 60:.1f} min, {len(bank.bank)} captions")
         if (step + 1) % 50 == 0 or step + 1 == args.steps:
             run.save(step + 1, model=model, ema=ema, opt=opt,

@@ -17,6 +17,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from longvid.world import SHAPES  # noqa: E402  (after the path: scripts/ run from anywhere)
+
 
 class Run:
     """A training run directory: `ckpt.pt` (model, optimiser, step, RNG), `loss.csv`, `log.txt`.
@@ -115,3 +117,28 @@ def motion_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch
     object then lurches and circles become polygons), this one asks for the true motion."""
     w = torch.maximum(weight[:, :, 1:], weight[:, :, :-1])
     return (w * (y.diff(dim=2) - x.diff(dim=2)).abs()).mean() / w.mean()
+
+
+class ShapeProbe(torch.nn.Module):
+    """Latent frames (N, C, h, w) -> shape logits (N, len(SHAPES))."""
+
+    def __init__(self, channels: int, width: int = 64) -> None:
+        super().__init__()
+        act = torch.nn.GELU()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(channels, width, 3, padding=1), act,
+            torch.nn.Conv2d(width, width, 3, padding=1), act,
+            torch.nn.Conv2d(width, 2 * width, 3, padding=1, stride=2), act,
+            torch.nn.Conv2d(2 * width, 2 * width, 3, padding=1), act,
+            torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(),
+            torch.nn.Linear(2 * width, len(SHAPES)))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames)
+
+
+def load_probe(path: str) -> ShapeProbe:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    probe = ShapeProbe(int(state["net.0.weight"].shape[1]))
+    probe.load_state_dict(state)
+    return probe.eval().requires_grad_(False)

@@ -213,3 +213,28 @@ def test_prompt_context_gives_every_slot_its_segments_caption(tmp_path):
     ctx = prompt_context(Model(), bank, data, [0, 1], torch.tensor([[0, 0, 1], [1, 1, 1]]), np.random.default_rng(0))
     assert len(bank.caps) == 3  # (sample 0, seg 0), (sample 0, seg 1), (sample 1, seg 1)
     assert ctx.frame_index.tolist() == [0, 0, 1, 2, 2, 2]
+
+
+def test_shape_loss_reads_the_prompted_shape_of_each_target_block(tmp_path):
+    """The shape loss labels every target frame with its own segment's shape (a block right
+    after a switch carries the new shape), and the probe reads frames channel-first."""
+    from train_generator import Data, target_frames, target_shapes
+    from trainutil import ShapeProbe
+
+    n, t = 2, 12
+    segments = torch.zeros(n, t, dtype=torch.long)
+    segments[:, 6:] = 1
+    torch.save({"latents": torch.zeros(n, t, 2, 2, 2, dtype=torch.float16), "segments": segments,
+                "specs": [[{"shape": "circle", "colour": "red", "background": "black"},
+                           {"shape": "triangle", "colour": "red", "background": "black"}]] * n},
+               tmp_path / "shard_0000.pt")
+    data = Data(str(tmp_path / "shard_*.pt"))
+    target = torch.zeros(3, 5, dtype=torch.bool)
+    target[0, 0:2] = target[1, 2:4] = target[2, 3:5] = True
+    seg_of_slot = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert target_shapes(data, [0, 1, 1], seg_of_slot, target).tolist() == [0, 2, 2]
+
+    x = torch.arange(3 * 4 * 5, dtype=torch.float32).reshape(3, 4, 5, 1, 1).expand(3, 4, 5, 6, 6)
+    frames = target_frames(x, target, 2)
+    assert frames.shape == (3, 4, 2, 6, 6) and torch.equal(frames[1], x[1, :, 2:4])
+    assert ShapeProbe(channels=4, width=8)(frames.transpose(1, 2).flatten(0, 1)).shape == (6, 3)
