@@ -238,3 +238,18 @@ def test_shape_loss_reads_the_prompted_shape_of_each_target_block(tmp_path):
     frames = target_frames(x, target, 2)
     assert frames.shape == (3, 4, 2, 6, 6) and torch.equal(frames[1], x[1, :, 2:4])
     assert ShapeProbe(channels=4, width=8)(frames.transpose(1, 2).flatten(0, 1)).shape == (6, 3)
+
+
+def test_shape_probe_labels_every_latent_frame_with_its_segments_shape(tmp_path):
+    from train_generator import Data
+    from train_shape_probe import frame_labels
+
+    segments = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0]])
+    specs = [[{"shape": "square", "colour": "red", "background": "black"},
+              {"shape": "triangle", "colour": "red", "background": "black"}],
+             [{"shape": "circle", "colour": "red", "background": "black"}]]
+    torch.save({"latents": torch.zeros(2, 4, 2, 2, 2, dtype=torch.float16), "segments": segments, "specs": specs},
+               tmp_path / "shard_0000.pt")
+    pairs, labels = frame_labels(Data(str(tmp_path / "shard_*.pt")))
+    assert pairs.tolist() == [[c, f] for c in range(2) for f in range(4)]
+    assert labels.tolist() == [1, 1, 2, 2, 0, 0, 0, 0]
