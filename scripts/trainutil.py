@@ -93,11 +93,19 @@ def warmup_cosine(step: int, base_lr: float, total: int, warmup: int, floor: flo
     return base_lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * p)))
 
 
-def object_pixel_weight(x: torch.Tensor, object_weight: float) -> torch.Tensor:
+def object_pixel_weight(x: torch.Tensor, object_weight: float, halo_weight: float = 0.0,
+                        halo_px: int = 4) -> torch.Tensor:
     """Per-pixel loss weight (B, 1, F, H, W) of video x (B, 3, F, H, W): `object_weight` where a
-    pixel differs from its frame's median colour (the background), 1 elsewhere."""
+    pixel differs from its frame's median colour (the background), 1 elsewhere. With
+    `halo_weight`, the ring of background `halo_px` pixels wide around each object weighs that
+    much: a decoder that draws a dark or bright halo there fills the corners of the object's box."""
     background = x.flatten(3).median(dim=3).values[..., None, None]
-    return 1 + (object_weight - 1) * ((x - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
+    mask = ((x - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
+    weight = 1 + (object_weight - 1) * mask
+    if halo_weight:
+        grown = torch.nn.functional.max_pool3d(mask, (1, 2 * halo_px + 1, 2 * halo_px + 1), 1, (0, halo_px, halo_px))
+        weight = weight + (halo_weight - 1) * (grown - mask)
+    return weight
 
 
 def edge_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--edge-weight", type=float, default=3.0)
     ap.add_argument("--motion-weight", type=float, default=1.0)
+    ap.add_argument("--halo-weight", type=float, default=0.0,
+                    help="loss weight of the 4-pixel ring of background around objects (0: weight 1 like the rest)")
     ap.add_argument("--shard-seed", type=int, default=1, help="prepare_latents.py's --seed")
     ap.add_argument("--shard-size", type=int, default=50, help="prepare_latents.py's --shard-size")
     ap.add_argument("--seed", type=int, default=0)
@@ -159,7 +161,7 @@ def main() -> None:
 
     def losses(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Stage 1c's loss per sample set: decoded y against true pixels x."""
-        weight = object_pixel_weight(x, OBJECT_WEIGHT)
+        weight = object_pixel_weight(x, OBJECT_WEIGHT, args.halo_weight)
         loss = ((weight * (y - x).abs()).mean() + (weight * (y - x).pow(2)).mean()) / weight.mean()
         return loss + args.edge_weight * edge_loss(y, x, weight) + args.motion_weight * motion_loss(y, x, weight)
 

@@ -253,3 +253,17 @@ def test_shape_probe_labels_every_latent_frame_with_its_segments_shape(tmp_path)
     pairs, labels = frame_labels(Data(str(tmp_path / "shard_*.pt")))
     assert pairs.tolist() == [[c, f] for c in range(2) for f in range(4)]
     assert labels.tolist() == [1, 1, 2, 2, 0, 0, 0, 0]
+
+
+def test_halo_weight_covers_a_ring_around_the_object_only():
+    """The halo term weighs the background just outside an object (where a decoder's dark or
+    bright rim fills the corners of a square's box), not the object and not the far background."""
+    from trainutil import object_pixel_weight
+
+    video = -torch.ones(1, 3, 1, 32, 32)
+    video[..., 12:20, 12:20] = 1.0  # an 8x8 white square on black
+    plain = object_pixel_weight(video, 10.0)
+    halo = object_pixel_weight(video, 10.0, halo_weight=5.0, halo_px=4)
+    assert torch.equal(halo[..., 12:20, 12:20], plain[..., 12:20, 12:20])  # the object: unchanged
+    assert (halo[..., 8:12, 12:20] == 5.0).all() and (halo[..., 20:24, 8:24] == 5.0).all()  # the ring
+    assert halo[..., 0, 0] == 1.0 and halo[..., 25:, :].eq(1.0).all()  # far background: unchanged
