@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 import torch
 
-from train_generator import CaptionBank, Data, build_batch, sample_target, prompt_context, sampler_setup
+from train_generator import CaptionBank, Data, build_batch, prompt_context, sample_target, sampler_setup
 
 from longvid.config import load_config, weight_path
 from longvid.evaluate import detect_frame
@@ -86,7 +86,7 @@ def main() -> None:
     totals: dict[str, list[tuple[float, float]]] = {"model": [], "blind": [], "copy": [], "first-step": []}
     for _ in range(args.samples // args.batch):
         clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
-        B, slots = target.shape
+        B = target.shape[0]
         keep = target.sum(1) == k
         text = prompt_context(model, bank, data, clips, seg_of_slot, rng)
         blind_mask = masks & ~(~target[:, None, :] & target[:, :, None])  # target cannot see context

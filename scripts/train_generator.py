@@ -250,23 +250,28 @@ class Critic(torch.nn.Module):
         return self.head(f) + (f * self.text(text)[:, :, None, None, None]).sum(1, keepdim=True)
 
 
+def target_start(target: torch.Tensor) -> torch.Tensor:
+    """Each sample's first target slot (B,), from the target flags (B, slots)."""
+    return target.float().argmax(dim=1)
+
+
 def target_frames(x: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
     """Each sample's k target frames of `x` (B, C, slots, h, w) -> (B, C, k, h, w)."""
-    first = target.float().argmax(dim=1)
+    first = target_start(target)
     return torch.stack([x[i, :, first[i] : first[i] + k] for i in range(x.shape[0])])
 
 
 def critic_blocks(x: torch.Tensor, before: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
     """Each sample's target block of `x` (B, C, slots, h, w) behind the latent frame before it,
     taken from `before` (zeros for a clip's first block) -> (B, C, k + 1, h, w)."""
-    first = target.float().argmax(dim=1)
+    first = target_start(target)
     prev = torch.stack([before[i, :, f - 1] if f else torch.zeros_like(before[i, :, 0]) for i, f in enumerate(first.tolist())])
     return torch.cat([prev[:, :, None], target_frames(x, target, k)], dim=2)
 
 
 def target_shapes(data: Data, clips, seg_of_slot: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The prompted shape (index into SHAPES) of each sample's target block (B,)."""
-    first = target.float().argmax(dim=1)
+    first = target_start(target)
     return torch.tensor([SHAPES.index(data.specs[c][int(seg_of_slot[i, first[i]])].shape) for i, c in enumerate(clips)])
 
 
@@ -464,20 +469,21 @@ def main() -> None:
         v_target = torch.where(context, noise - x0, velocity_target(x_in, x0, sigma_map.clamp_min(1e-3)))
         err = ((pred - v_target).pow(2) * object_weight(x0, args.object_weight)).mean(dim=(1, 3, 4))
         loss = (err * target).sum() / target.sum()
+        x0_hat = flow.to_x0(x_in, pred, t)  # what the pixel, shape and critic losses judge
         loss_pixel = torch.zeros(())
         if pixel is not None:
             with autocast:
-                loss_pixel = pixel(flow.to_x0(x_in, pred, t), x0, target, k).float()
+                loss_pixel = pixel(x0_hat, x0, target, k).float()
             loss = loss + args.pixel_weight * loss_pixel
         loss_adv = loss_critic = loss_shape = torch.zeros(())
         if probe is not None:
-            frames = target_frames(flow.to_x0(x_in, pred, t), target, k)  # (B, C, k, h, w)
+            frames = target_frames(x0_hat, target, k)  # (B, C, k, h, w)
             logits = probe(frames.transpose(1, 2).flatten(0, 1))
             shapes = target_shapes(data, clips, seg_of_slot, target)
             loss_shape = torch.nn.functional.cross_entropy(logits, shapes.repeat_interleave(k))
         if critic is not None:
-            text_vec = embeds[index[torch.arange(B), target.float().argmax(dim=1)]].mean(dim=1)
-            fake = critic_blocks(flow.to_x0(x_in, pred, t), x0, target, k)
+            text_vec = embeds[index[torch.arange(B), target_start(target)]].mean(dim=1)
+            fake = critic_blocks(x0_hat, x0, target, k)
             real = critic_blocks(x0, x0, target, k)
             if step >= args.adv_from:
                 critic.requires_grad_(False)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from train_generator import Data
-from trainutil import REPO, ShapeProbe
+from trainutil import REPO, ShapeProbe, warmup_cosine
 
 from longvid.world import SHAPES
 
@@ -65,7 +65,7 @@ def main() -> None:
         x = x + torch.rand(len(x), 1, 1, 1) * args.noise * std * torch.randn_like(x)
         loss = torch.nn.functional.cross_entropy(probe(x), labels[idx])
         for g in opt.param_groups:
-            g["lr"] = 1e-3 * 0.5 * (1 + np.cos(np.pi * step / args.steps))
+            g["lr"] = warmup_cosine(step, 1e-3, args.steps, warmup=0, floor=0.0)
         opt.zero_grad()
         loss.backward()
         opt.step()

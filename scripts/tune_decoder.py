@@ -35,7 +35,7 @@ import torch
 
 from diag_generator import pixel_scores
 from prepare_latents import TF, sample_clip
-from train_generator import CaptionBank, Data, build_batch, crop_box, sample_target, prompt_context, sampler_setup
+from train_generator import CaptionBank, Data, build_batch, crop_box, prompt_context, sample_target, sampler_setup, target_start
 from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
 
 from longvid.config import load_config, weight_path
@@ -134,11 +134,11 @@ def main() -> None:
         (B, C, warmup + k, c, c) with the generator's blocks, the same with the true blocks, and
         the true pixels of the blocks (B, 3, TF k, TF c, TF c)."""
         clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, batch * 2, S, W, k, 0.3)
-        first = target.float().argmax(1)  # slot of the block's first frame
+        first = target_start(target)  # slot of the block's first frame
         keep = (first >= args.warmup).nonzero()[:batch, 0]
         clips, x0, masks, target, seg_of_slot = clips[keep.numpy()], x0[keep], masks[keep], target[keep], seg_of_slot[keep]
         first, starts = first[keep], starts[keep]
-        B, slots = target.shape
+        B = target.shape[0]
         with torch.no_grad():
             text = prompt_context(generator, bank, data, clips, seg_of_slot, rng)
         made, _ = sample_target(generator, x0, target, steps_t, flow, text=text, frame_positions=positions,
@@ -202,12 +202,13 @@ def main() -> None:
     with torch.no_grad():
         for _ in range(max(1, args.eval_samples // args.batch)):
             clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
-            B, slots = target.shape
+            B = target.shape[0]
             text = prompt_context(generator, bank, data, clips, seg_of_slot, rng)
             made, _ = sample_target(generator, x0, target, steps_t, flow, text=text, frame_positions=positions,
                                     frame_mask=masks)
-            keep = [i for i in range(B) if int(target[i].float().argmax()) >= 1]
-            first = [int(target[i].float().argmax()) for i in keep]
+            starts = target_start(target)
+            keep = [i for i in range(B) if int(starts[i]) >= 1]
+            first = [int(starts[i]) for i in keep]
             z = torch.stack([made[i, :, f - 1 : f + k] for i, f in zip(keep, first)])
             specs = [data.specs[clips[i]][int(seg_of_slot[i, f])] for i, f in zip(keep, first)]
             for name, model in (("before", frozen), ("after", ae)):
