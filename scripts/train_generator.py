@@ -195,25 +195,30 @@ class PixelLoss:
         self.ae = autoencoder.eval().requires_grad_(False)
         self.crop, self.samples, self.object_weight = crop, samples, object_weight
 
-    def windows(self, x0: torch.Tensor, target: torch.Tensor, k: int) -> list[tuple[int, int, int, int]]:
+    def windows(self, x0: torch.Tensor, target: torch.Tensor, k: int,
+                judged: torch.Tensor | None = None) -> list[tuple[int, int, int, int]]:
         """(sample, first latent frame, top, left) of each decoded window: samples whose block has a
-        frame before it, cropped around the block's object (the cell farthest from the median)."""
+        frame before it (and that `judged` (B,) allows), cropped around the block's object (the
+        cell farthest from the median)."""
         out = []
         h, w = x0.shape[-2:]
         c = min(self.crop, h, w)
         for i in range(x0.shape[0]):
             first = int(target[i].nonzero()[0]) - 1
-            if first < 0:
+            if first < 0 or (judged is not None and not judged[i]):
                 continue
             out.append((i, first, *crop_box(x0[i, :, first + 1 : first + 1 + k], c)))
             if len(out) == self.samples:
                 break
         return out
 
-    def __call__(self, x0_hat: torch.Tensor, x0: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
-        windows = self.windows(x0, target, k)
+    def decode(self, x0_hat: torch.Tensor, x0: torch.Tensor, target: torch.Tensor, k: int,
+               judged: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """(the model's crops, the true crops, their samples): decoded windows (N, 3, k * tf, H, W)
+        of x0_hat (with grad) and x0 (without)."""
+        windows = self.windows(x0, target, k, judged)
         if not windows:
-            return x0_hat.new_zeros(())
+            return x0_hat.new_zeros(0), x0.new_zeros(0), []
         c = min(self.crop, *x0.shape[-2:])
 
         def gather(x: torch.Tensor) -> torch.Tensor:
@@ -224,6 +229,12 @@ class PixelLoss:
         with torch.no_grad():
             truth = self.ae.decode(gather(x0), first=False)[:, :, tf:]
         seen = self.ae.decode(gather(x0_hat), first=False)[:, :, tf:]
+        return seen, truth, [i for i, *_ in windows]
+
+    def __call__(self, x0_hat: torch.Tensor, x0: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+        seen, truth, samples = self.decode(x0_hat, x0, target, k)
+        if not samples:
+            return x0_hat.new_zeros(())
         weight = object_pixel_weight(truth, self.object_weight)
         l1 = (weight * (seen - truth).abs()).mean() / weight.mean()
         return l1 + edge_loss(seen, truth, weight) + motion_loss(seen, truth, weight)
@@ -248,6 +259,34 @@ class Critic(torch.nn.Module):
     def forward(self, blocks: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         f = self.body(blocks)
         return self.head(f) + (f * self.text(text)[:, :, None, None, None]).sum(1, keepdim=True)
+
+
+class PixelCritic(torch.nn.Module):
+    """A patch critic on decoded video frames (N, 3, H, W) in [-1, 1], conditioned on the prompted shape by
+    projection: logits (N, 1, H/8, W/8). It sees what `longvid eval` sees (straight edges and
+    corners, or a wobbly blob), which a latent critic has to infer through the decoder."""
+
+    def __init__(self, classes: int = len(SHAPES), width: int = 32) -> None:
+        super().__init__()
+        sn = torch.nn.utils.parametrizations.spectral_norm
+        act = torch.nn.LeakyReLU(0.2)
+        self.body = torch.nn.Sequential(
+            sn(torch.nn.Conv2d(3, width, 4, stride=2, padding=1)), act,
+            sn(torch.nn.Conv2d(width, 2 * width, 4, stride=2, padding=1)), act,
+            sn(torch.nn.Conv2d(2 * width, 4 * width, 4, stride=2, padding=1)), act,
+            sn(torch.nn.Conv2d(4 * width, 4 * width, 3, padding=1)), act)
+        self.head = sn(torch.nn.Conv2d(4 * width, 1, 1))
+        self.embed = sn(torch.nn.Embedding(classes, 4 * width))
+
+    def forward(self, frames: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        f = self.body(frames)
+        return self.head(f) + (f * self.embed(classes)[:, :, None, None]).sum(1, keepdim=True)
+
+
+def video_frames(video: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoded crops (N, 3, F, H, W) and their classes (N,) -> frames (N * F, 3, H, W) and classes."""
+    n, _, f = video.shape[:3]
+    return video.transpose(1, 2).flatten(0, 1), classes.repeat_interleave(f)
 
 
 def target_start(target: torch.Tensor) -> torch.Tensor:
@@ -351,6 +390,12 @@ def main() -> None:
     ap.add_argument("--adv-from", type=int, default=100,
                     help="steps the critic trains alone before the model feels it")
     ap.add_argument("--critic-lr", type=float, default=2e-4)
+    ap.add_argument("--pixel-adv-weight", type=float, default=0.0,
+                    help="weight of a pixel critic's (hinge) loss on the decoded target block (PixelCritic, "
+                         "crops as --pixel-crop/--pixel-samples), judged at the last inference level only")
+    ap.add_argument("--last-level-share", type=float, default=0.0,
+                    help="share of samples whose target block sits at the last inference level (the one "
+                         "whose x0 the viewer sees), in fresh-noise and rollout steps alike")
     ap.add_argument("--shape-probe", default=str(REPO / "runs" / "shape-probe.pt"),
                     help="for --shape-weight: scripts/train_shape_probe.py's output for these latents")
     ap.add_argument("--shape-weight", type=float, default=0.0,
@@ -383,12 +428,18 @@ def main() -> None:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step", "loss_pixel", "loss_adv",
-                         "loss_critic", "loss_shape"])
-    critic = opt_critic = None
+                         "loss_critic", "loss_shape", "loss_pixel_adv", "loss_pixel_critic"])
+    critics = {}
     if args.adv_weight:
-        critic = Critic(cfg.model.out_channels, cfg.model.text_dim)
-        opt_critic = torch.optim.AdamW(critic.parameters(), lr=args.critic_lr, betas=(0.0, 0.99), weight_decay=0.0)
-    start = run.resume(model=model, ema=ema, opt=opt, **({"critic": critic, "opt_critic": opt_critic} if critic else {}))
+        critics["critic"] = Critic(cfg.model.out_channels, cfg.model.text_dim)
+    if args.pixel_adv_weight:
+        critics["pixel_critic"] = PixelCritic()
+    for name in list(critics):
+        critics["opt_" + name] = torch.optim.AdamW(critics[name].parameters(), lr=args.critic_lr, betas=(0.0, 0.99),
+                                                   weight_decay=0.0)
+    critic, opt_critic = critics.get("critic"), critics.get("opt_critic")
+    pixel_critic, opt_pixel_critic = critics.get("pixel_critic"), critics.get("opt_pixel_critic")
+    start = run.resume(model=model, ema=ema, opt=opt, **critics)
     if start == 0 and args.init_from:  # a new checkout: continue from the committed weights
         state, _ = read_state_dict(args.init_from)
         if args.init_partial:
@@ -409,7 +460,7 @@ def main() -> None:
     data = Data(args.data)
     probe = load_probe(args.shape_probe) if args.shape_weight else None
     pixel = None
-    if args.pixel_weight:
+    if args.pixel_weight or args.pixel_adv_weight:
         pixel = PixelLoss(load_autoencoder(args.autoencoder or weight_path(cfg, "vae")), args.pixel_crop,
                           args.pixel_samples)
     run.log(f"{data.n} clips x {data.t} latent frames; model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
@@ -433,6 +484,8 @@ def main() -> None:
         tb = torch.tensor(rng.choice(steps_t, size=B), dtype=torch.float32)
         uni = torch.from_numpy(rng.random(B) < args.uniform_t_prob)
         tb = torch.where(uni, torch.from_numpy(rng.uniform(20, 1000, size=B)).float(), tb)
+        last = torch.from_numpy(rng.random(B) < args.last_level_share)
+        tb = torch.where(last, t_last, tb)
         t = torch.where(target, tb[:, None], torch.zeros(B, slots))
         noise = torch.randn_like(x0)
         ctx_sigma = torch.from_numpy(rng.uniform(0, args.ctx_noise, size=(B, 1))).float()
@@ -452,7 +505,7 @@ def main() -> None:
             x_clean = x0
         rollout = step >= args.self_context_from and rng.random() < args.rollout_prob
         if rollout:  # each sample's target at an inference level, reached by the sampler below
-            levels = torch.from_numpy(rng.integers(len(steps_t), size=B))
+            levels = torch.where(last, len(steps_t) - 1, torch.from_numpy(rng.integers(len(steps_t), size=B)))
             t = torch.where(target, torch.tensor(steps_t, dtype=torch.float32)[levels][:, None], 0.0)
         sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
         x_in = (1 - sigma_map) * x_clean + sigma_map * noise
@@ -470,11 +523,23 @@ def main() -> None:
         err = ((pred - v_target).pow(2) * object_weight(x0, args.object_weight)).mean(dim=(1, 3, 4))
         loss = (err * target).sum() / target.sum()
         x0_hat = flow.to_x0(x_in, pred, t)  # what the pixel, shape and critic losses judge
-        loss_pixel = torch.zeros(())
-        if pixel is not None:
+        loss_pixel = loss_padv = loss_pcritic = torch.zeros(())
+        if args.pixel_weight:
             with autocast:
                 loss_pixel = pixel(x0_hat, x0, target, k).float()
             loss = loss + args.pixel_weight * loss_pixel
+        judged_frames = None
+        if pixel_critic is not None:  # the viewer's picture: the last level's x0 only
+            judged = (t * target).amax(dim=1) <= t_last + 1e-3
+            seen, truth, samples = pixel.decode(x0_hat, x0, target, k, judged)
+            if samples:
+                classes = target_shapes(data, clips, seg_of_slot, target)[samples]
+                fake, cls = video_frames(seen.float(), classes)
+                judged_frames = (fake, video_frames(truth.float(), classes)[0], cls)
+                if step >= args.adv_from:
+                    pixel_critic.requires_grad_(False)
+                    loss_padv = -pixel_critic(fake, cls).mean()
+                    pixel_critic.requires_grad_(True)
         loss_adv = loss_critic = loss_shape = torch.zeros(())
         if probe is not None:
             frames = target_frames(x0_hat, target, k)  # (B, C, k, h, w)
@@ -490,7 +555,8 @@ def main() -> None:
                 loss_adv = -critic(fake, text_vec).mean()
                 critic.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
-        (loss + args.adv_weight * loss_adv + args.shape_weight * loss_shape).backward()
+        (loss + args.adv_weight * loss_adv + args.pixel_adv_weight * loss_padv
+         + args.shape_weight * loss_shape).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if critic is not None:  # hinge loss: true blocks above +1, the model's below -1
@@ -499,6 +565,13 @@ def main() -> None:
             opt_critic.zero_grad(set_to_none=True)
             loss_critic.backward()
             opt_critic.step()
+        if judged_frames is not None:
+            fake, real, cls = judged_frames
+            loss_pcritic = (torch.relu(1 - pixel_critic(real, cls)).mean()
+                            + torch.relu(1 + pixel_critic(fake.detach(), cls)).mean())
+            opt_pixel_critic.zero_grad(set_to_none=True)
+            loss_pcritic.backward()
+            opt_pixel_critic.step()
         with torch.no_grad():
             d = min(args.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -510,14 +583,15 @@ def main() -> None:
             ls = float((err[at_switch] * target[at_switch]).detach().sum() / target[at_switch].sum().clamp_min(1))
             run.record(step, loss=loss.item(), loss_switch=ls, lr=lr_at(step), self_ctx=float(self_ctx),
                        sec_per_step=sec, loss_pixel=loss_pixel.item(), loss_adv=loss_adv.item(),
-                       loss_critic=loss_critic.item(), loss_shape=loss_shape.item())
+                       loss_critic=loss_critic.item(), loss_shape=loss_shape.item(),
+                       loss_pixel_adv=loss_padv.item(), loss_pixel_critic=loss_pcritic.item())
         if step % 50 == 0:
             run.log(f"step {step}/{args.steps} loss {loss.item():.4f} (pixel {loss_pixel.item():.4f}, adv {loss_adv.item():.3f}, "
-                    f"critic {loss_critic.item():.3f}, shape {loss_shape.item():.3f}) {sec:.1f}s/step "
+                    f"critic {loss_critic.item():.3f}, shape {loss_shape.item():.3f}, pixel adv {loss_padv.item():.3f}, "
+                    f"pixel critic {loss_pcritic.item():.3f}) {sec:.1f}s/step "
                     f"{run.elapsed / 60:.1f} min, {len(bank.bank)} captions")
         if (step + 1) % 50 == 0 or step + 1 == args.steps:
-            run.save(step + 1, model=model, ema=ema, opt=opt,
-                     **({"critic": critic, "opt_critic": opt_critic} if critic else {}))
+            run.save(step + 1, model=model, ema=ema, opt=opt, **critics)
         if (step + 1) % 500 == 0 or step + 1 == args.steps:
             save_safetensors(ema, args.out)
             run.log(f"exported EMA weights to {args.out}")

@@ -189,6 +189,48 @@ def test_critic_sees_the_frame_before_each_target_block_and_the_prompt():
     assert not torch.allclose(logits, critic(blocks, -text))  # the prompt changes the verdict
 
 
+def test_pixel_critic_judges_only_the_chosen_samples_frame_by_frame_and_by_shape():
+    """The pixel critic judges the viewer's picture: decoded windows of the samples `judged`
+    allows (the last denoising level), every video frame with its sample's prompted shape."""
+    from train_generator import PixelCritic, PixelLoss, video_frames
+
+    class Identity:  # a stand-in autoencoder: latent channels 0-2 are the picture, 1 frame each
+        temporal_factor = 1
+
+        def eval(self):
+            return self
+
+        def requires_grad_(self, flag):
+            return self
+
+        def decode(self, z, first=True):
+            return z[:, :3]
+
+    B, C, slots, k = 4, 3, 6, 2
+    x0 = torch.zeros(B, C, slots, 8, 8)
+    target = torch.zeros(B, slots, dtype=torch.bool)
+    target[:, 3:5] = True
+    target[2] = False
+    target[2, 0:2] = True  # a clip's first block: no frame before it, never judged
+    loss = PixelLoss(Identity(), crop=4, samples=8)
+    judged = torch.tensor([True, False, True, True])
+    assert [w[0] for w in loss.windows(x0, target, k, judged)] == [0, 3]
+    x0_hat = torch.randn(B, C, slots, 8, 8, requires_grad=True)
+    seen, truth, samples = loss.decode(x0_hat, x0, target, k, judged)
+    assert samples == [0, 3] and seen.shape == truth.shape == (2, 3, k, 4, 4) and seen.requires_grad
+
+    classes = torch.tensor([2, 0])
+    frames, cls = video_frames(seen, classes)
+    assert frames.shape == (2 * k, 3, 4, 4) and cls.tolist() == [2, 2, 0, 0]
+    assert torch.equal(frames[k + 1], seen[1, :, 1])  # sample 1's second frame
+
+    critic = PixelCritic(width=8).eval()
+    image = torch.rand(2, 3, 32, 32) * 2 - 1
+    logits = critic(image, torch.tensor([0, 0]))
+    assert logits.shape == (2, 1, 4, 4)
+    assert not torch.allclose(logits, critic(image, torch.tensor([1, 1])))  # the shape changes the verdict
+
+
 def test_prompt_context_gives_every_slot_its_segments_caption(tmp_path):
     """The diagnostic scripts feed the generator what inference feeds it: one prompt per segment."""
     from longvid.model import TextContext
