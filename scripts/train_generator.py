@@ -34,6 +34,11 @@ model is pushed towards blocks it cannot tell apart. An MSE-trained few-step mod
 conditional means, soft where the data is sharp (corners, motion inside a latent frame); the
 critic's loss is the one that cares about that difference.
 
+`--pixel-adv-weight` puts the critic where `longvid eval` looks: a shape-conditioned patch critic
+on the decoded crops of the target block (the `--pixel-weight` windows), judging only the samples
+at the last denoising level, the x0 the viewer sees. `--last-level-share` puts that share of
+samples there (with `--rollout-prob`, reached by the model's own sampler, as at inference).
+
 `--shape-weight` asks the latent shape probe of `scripts/train_shape_probe.py` (trained on true
 latents) to read the prompted shape in every frame of the target block's x0 (cross-entropy). Left
 to the latent MSE, the model draws one blob for all three shapes: the pixels where they differ are
