@@ -225,10 +225,36 @@ def test_pixel_critic_judges_only_the_chosen_samples_frame_by_frame_and_by_shape
     assert torch.equal(frames[k + 1], seen[1, :, 1])  # sample 1's second frame
 
     critic = PixelCritic(width=8).eval()
-    image = torch.rand(2, 3, 32, 32) * 2 - 1
-    logits = critic(image, torch.tensor([0, 0]))
+    masks = torch.rand(2, 1, 32, 32)
+    logits = critic(masks, torch.tensor([0, 0]))
     assert logits.shape == (2, 1, 4, 4)
-    assert not torch.allclose(logits, critic(image, torch.tensor([1, 1])))  # the shape changes the verdict
+    assert not torch.allclose(logits, critic(masks, torch.tensor([1, 1])))  # the shape changes the verdict
+
+
+def test_silhouettes_read_the_object_against_its_background_whatever_the_colours():
+    """The pixel critic judges shape alone: a square of any colour on any background becomes the
+    same 0/1 mask, the model's picture is read on the true frame's colour line, and a crop with
+    no object in some frame is not judged."""
+    from train_generator import silhouettes
+
+    def scene(obj, bg):
+        video = torch.tensor(bg, dtype=torch.float32)[None, :, None, None, None].repeat(1, 1, 2, 16, 16)
+        video[..., 4:12, 4:12] = torch.tensor(obj, dtype=torch.float32)[:, None, None, None]
+        return video
+
+    red_on_black, blue_on_gray = scene((0.7, -0.7, -0.7), (-1, -1, -1)), scene((-0.6, -0.3, 0.8), (-0.1, -0.1, -0.1))
+    _, a, valid_a = silhouettes(red_on_black, red_on_black)
+    _, b, valid_b = silhouettes(blue_on_gray, blue_on_gray)
+    assert valid_a.all() and valid_b.all()
+    assert torch.allclose(a, b) and torch.allclose(a.sum(), torch.tensor(2 * 64.0))
+    assert torch.allclose(a[..., 4:12, 4:12], torch.tensor(1.0))
+    faded = red_on_black.clone()
+    faded[..., 4:12, 4:12] = 0.5 * red_on_black[..., 4:12, 4:12] + 0.5 * -1  # half-way to the background
+    seen, _, _ = silhouettes(faded, red_on_black)
+    assert torch.allclose(seen[..., 4:12, 4:12], torch.tensor(0.5))
+    empty = red_on_black.clone()
+    empty[:, :, 1] = -1  # the object gone from the second frame
+    assert not silhouettes(empty, empty)[2].any()
 
 
 def test_prompt_context_gives_every_slot_its_segments_caption(tmp_path):
