@@ -53,6 +53,21 @@ def mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def breakdown(reports: list[dict], attributes: tuple[str, ...] = ("shape", "motion")) -> dict[str, dict[str, float]]:
+    """Adherence to each attribute by the value the prompt asked for (e.g. shape: square 0.03,
+    circle 1.00), the mean over all segments that asked for it: which prompts keep a figure down."""
+    out = {}
+    for a in attributes:
+        by_value: dict[str, list] = {}
+        for r in reports:
+            for seg in r["segments"]:
+                value = seg["attributes"].get(a)
+                if value is not None:
+                    by_value.setdefault(str(value), []).append(seg["adherence"].get(a))
+        out[a] = {v: mean(xs) for v, xs in sorted(by_value.items())}
+    return out
+
+
 def summarise(reports: list[dict]) -> dict:
     first_last = [r["drift"]["first_last"] for r in reports]
     latencies = [s["latency_seconds"] for r in reports for s in r["switches"]]
@@ -75,6 +90,7 @@ def summarise(reports: list[dict]) -> dict:
         "adherence_vde": mean(r["drift"]["adherence_vde"] for r in reports),
         "flicker_ratio": mean((r["flicker"] or {}).get("ratio") for r in reports),
         "end_to_end_fps": mean(r["end_to_end_fps"] for r in reports),
+        "by_prompt": breakdown(reports),
     }
 
 
@@ -111,6 +127,16 @@ def table(groups: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
+def breakdown_table(groups: dict[str, dict]) -> str:
+    """Adherence by prompted value (rows: 'shape: square', ...), one column per group."""
+    names = list(groups)
+    keys = sorted({(a, v) for g in groups.values() for a, vs in g["by_prompt"].items() for v in vs})
+    out = ["| adherence by prompt | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for a, v in keys:
+        out.append(f"| {a}: {v} | " + " | ".join(fmt(groups[n]["by_prompt"][a].get(v), 2) for n in names) + " |")
+    return "\n".join(out)
+
+
 def frame_strip(video: Path, out: Path, every_s: float = 5.0, fps: int = 16) -> None:
     """One row of frames, one every `every_s` seconds, with a white gap between them."""
     import imageio.v3 as iio
@@ -134,13 +160,21 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "runs" / "eval"))
     ap.add_argument("--strip", type=Path, default=None,
                     help="also write a PNG strip (a frame every 5 s) of the first run's video here")
+    ap.add_argument("--resummarise", action="store_true",
+                    help="generate nothing: recompute the tables from --out's summary.json")
     args = ap.parse_args()
+    out_dir = Path(args.out)
+    if args.resummarise:
+        reports = json.loads((out_dir / "summary.json").read_text())["reports"]
+        modes = list(dict.fromkeys(r["run"]["mode"] for r in reports))
+        timelines = list(dict.fromkeys(r["run"]["timeline"] for r in reports))
+        report_tables(reports, modes, timelines, out_dir)
+        return
     if "-" in args.seeds:
         lo, hi = args.seeds.split("-")
         seeds = list(range(int(lo), int(hi) + 1))
     else:
         seeds = [int(s) for s in args.seeds.split(",")]
-    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = []
     for mode in args.modes.split(","):
@@ -155,15 +189,22 @@ def main() -> None:
     if args.strip is not None:
         first = reports[0]["run"]
         frame_strip(out_dir / f"{Path(first['timeline']).stem}-s{first['seed']}-{first['mode']}.mp4", args.strip)
+    report_tables(reports, args.modes.split(","), args.timelines, out_dir)
+
+
+def report_tables(reports: list[dict], modes: list[str], timelines: list[str], out_dir: Path) -> None:
+    """Group the reports by mode and timeline, write summary.json and print the tables."""
     groups = {}
-    for mode in args.modes.split(","):
+    for mode in modes:
         mine = [r for r in reports if r["run"]["mode"] == mode]
-        for t in args.timelines:
+        for t in timelines:
             groups[f"{Path(t).stem} ({mode})"] = summarise([r for r in mine if r["run"]["timeline"].endswith(Path(t).name)])
         groups[f"all ({mode})"] = summarise(mine)
     (out_dir / "summary.json").write_text(json.dumps({"groups": groups, "reports": reports}, indent=1))
     print()
     print(table(groups))
+    print()
+    print(breakdown_table(groups))
 
 
 if __name__ == "__main__":

@@ -419,6 +419,9 @@ def main() -> None:
     ap.add_argument("--adv-from", type=int, default=100,
                     help="steps the critic trains alone before the model feels it")
     ap.add_argument("--critic-lr", type=float, default=2e-4)
+    ap.add_argument("--critic-steps", type=int, default=1,
+                    help="pixel critic updates per model step (on the same frames): a critic that lags is "
+                         "fooled at once and teaches nothing")
     ap.add_argument("--pixel-adv-weight", type=float, default=0.0,
                     help="weight of a pixel critic's (hinge) loss on the decoded target block (PixelCritic, "
                          "crops as --pixel-crop/--pixel-samples), judged at the last inference level only")
@@ -597,11 +600,13 @@ def main() -> None:
             opt_critic.step()
         if judged_frames is not None:
             fake, real, cls = judged_frames
-            loss_pcritic = (torch.relu(1 - pixel_critic(real, cls)).mean()
-                            + torch.relu(1 + pixel_critic(fake.detach(), cls)).mean())
-            opt_pixel_critic.zero_grad(set_to_none=True)
-            loss_pcritic.backward()
-            opt_pixel_critic.step()
+            fake = fake.detach()
+            for _ in range(args.critic_steps):
+                loss_pcritic = (torch.relu(1 - pixel_critic(real, cls)).mean()
+                                + torch.relu(1 + pixel_critic(fake, cls)).mean())
+                opt_pixel_critic.zero_grad(set_to_none=True)
+                loss_pcritic.backward()
+                opt_pixel_critic.step()
         with torch.no_grad():
             d = min(args.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), model.parameters()):

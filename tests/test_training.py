@@ -335,3 +335,21 @@ def test_halo_weight_covers_a_ring_around_the_object_only():
     assert torch.equal(halo[..., 12:20, 12:20], plain[..., 12:20, 12:20])  # the object: unchanged
     assert (halo[..., 8:12, 12:20] == 5.0).all() and (halo[..., 20:24, 8:24] == 5.0).all()  # the ring
     assert halo[..., 0, 0] == 1.0 and halo[..., 25:, :].eq(1.0).all()  # far background: unchanged
+
+
+def test_eval_builtin_breaks_adherence_down_by_the_prompted_value():
+    """Which prompts keep a figure down (squares, circling) must be read off the summary, not
+    re-derived by hand: each value's mean over the segments that asked for it, across runs."""
+    from eval_builtin import breakdown, breakdown_table
+
+    def seg(shape, motion, a_shape, a_motion):
+        return {"attributes": {"shape": shape, "motion": motion, "colour": "red"},
+                "adherence": {"shape": a_shape, "motion": a_motion}}
+
+    reports = [{"segments": [seg("square", "circling", 0.0, 0.2), seg("circle", "right", 1.0, 0.8)]},
+               {"segments": [seg("square", "right", 0.5, None), seg("triangle", "right", 0.9, 1.0)]}]
+    got = breakdown(reports)
+    assert got["shape"] == {"circle": 1.0, "square": 0.25, "triangle": 0.9}
+    assert got["motion"] == {"circling": 0.2, "right": 0.9}  # a segment not judged for motion is left out
+    text = breakdown_table({"a": {"by_prompt": got}, "b": {"by_prompt": {"shape": {"square": 0.5}, "motion": {}}}})
+    assert "| shape: square | 0.25 | 0.50 |" in text and "| motion: circling | 0.20 | - |" in text
