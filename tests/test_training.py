@@ -347,9 +347,10 @@ def test_eval_builtin_breaks_adherence_down_by_the_prompted_value():
                 "adherence": {"shape": a_shape, "motion": a_motion}}
 
     reports = [{"segments": [seg("square", "circling", 0.0, 0.2), seg("circle", "right", 1.0, 0.8)]},
-               {"segments": [seg("square", "right", 0.5, None), seg("triangle", "right", 0.9, 1.0)]}]
+               {"segments": [seg("square", "right", 0.5, None), seg("triangle", "right", 0.9, 1.0),
+                             seg("circle", None, 1.0, None)]}]  # a prompt that names no motion
     got = breakdown(reports)
     assert got["shape"] == {"circle": 1.0, "square": 0.25, "triangle": 0.9}
-    assert got["motion"] == {"circling": 0.2, "right": 0.9}  # a segment not judged for motion is left out
+    assert got["motion"] == {"circling": 0.2, "right": 0.9}  # unnamed or unjudged motion is left out
     text = breakdown_table({"a": {"by_prompt": got}, "b": {"by_prompt": {"shape": {"square": 0.5}, "motion": {}}}})
     assert "| shape: square | 0.25 | 0.50 |" in text and "| motion: circling | 0.20 | - |" in text
