@@ -313,9 +313,8 @@ def silhouettes(seen: torch.Tensor, truth: torch.Tensor, min_contrast: float = 0
 
 
 def video_frames(video: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decoded crops (N, 3, F, H, W) and their classes (N,) -> frames (N * F, 3, H, W) and classes."""
-    n, _, f = video.shape[:3]
-    return video.transpose(1, 2).flatten(0, 1), classes.repeat_interleave(f)
+    """Crops (N, C, F, H, W) and their classes (N,) -> frames (N * F, C, H, W) and their classes."""
+    return video.transpose(1, 2).flatten(0, 1), classes.repeat_interleave(video.shape[2])
 
 
 def target_start(target: torch.Tensor) -> torch.Tensor:
