@@ -64,6 +64,7 @@ from trainutil import REPO, Run, edge_loss, load_probe, motion_loss, object_pixe
 
 from longvid.cache import frame_mask
 from longvid.config import load_config, weight_path
+from longvid.evaluate import CORE_SHARE
 from longvid.loading import load_autoencoder, load_into, load_minilm, read_state_dict, save_safetensors
 from longvid.model import build_transformer
 from longvid.schedule import FlowMatch, make_schedule
@@ -208,8 +209,9 @@ class PixelLoss:
         out = []
         h, w = x0.shape[-2:]
         c = min(self.crop, h, w)
+        starts = target_start(target)
         for i in range(x0.shape[0]):
-            first = int(target[i].nonzero()[0]) - 1
+            first = int(starts[i]) - 1
             if first < 0 or (judged is not None and not judged[i]):
                 continue
             out.append((i, first, *crop_box(x0[i, :, first + 1 : first + 1 + k], c)))
@@ -294,13 +296,13 @@ def silhouettes(seen: torch.Tensor, truth: torch.Tensor, min_contrast: float = 0
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Soft object masks of decoded crops (N, 3, F, H, W) in [-1, 1], as `longvid eval` reads them:
     each pixel's place on the line from the background (the true frame's median colour) to the
-    object colour (the mean of the true frame's core, its pixels at least 3/4 as far from the
-    background as the farthest) -> (seen (N, 1, F, H, W), truth, valid (N,)); a crop is valid
+    object colour (the mean of the true frame's core, its pixels at least `CORE_SHARE` as far
+    from the background as the farthest) -> (seen (N, 1, F, H, W), truth, valid (N,)); a crop is valid
     when every frame has an object at least `min_contrast` from its background. Colour and
     background are taken out, so what is left to judge is the shape."""
     background = truth.flatten(3).median(dim=3).values[..., None, None]  # (N, 3, F, 1, 1)
     distance = (truth - background).norm(dim=1, keepdim=True)
-    core = (distance >= 0.75 * distance.amax(dim=(3, 4), keepdim=True)).float()
+    core = (distance >= CORE_SHARE * distance.amax(dim=(3, 4), keepdim=True)).float()
     colour = (truth * core).sum(dim=(3, 4), keepdim=True) / core.sum(dim=(3, 4), keepdim=True).clamp_min(1)
     axis = colour - background
     norm2 = (axis * axis).sum(dim=1, keepdim=True).clamp_min(1e-6)
