@@ -67,9 +67,16 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=96)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timesteps", type=float, nargs="+", default=None,
+                    help="the sampler's timesteps (before the shift) instead of the config's")
+    ap.add_argument("--shift", type=float, default=None, help="the sampler's shift instead of the config's")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
+    if args.timesteps:
+        cfg.schedule.timesteps = args.timesteps
+    if args.shift is not None:
+        cfg.schedule.shift = args.shift
     S, W, k, steps_t, flow = sampler_setup(cfg)
     model = build_transformer(cfg.model).eval()
     args.weights = args.weights or weight_path(cfg, "transformer")
@@ -109,7 +116,8 @@ def main() -> None:
         for name, y in (("truth", truth), ("model", pick(pred)), ("first-step", pick(first)), ("blind", pick(blind))):
             pix[name].append(pixel_scores(ae, y, specs))
         shapes.extend(spec.shape for spec in specs)
-    print(f"{args.weights}: {args.samples} teacher-forced blocks")
+    print(f"{args.weights}: {args.samples} teacher-forced blocks, sampler timesteps "
+          f"{[round(t, 1) for t in steps_t]}")
     print("| predictor | object MSE | overall MSE |\n|---|---|---|")
     for name, v in totals.items():
         a = np.array(v).mean(0)

@@ -3,11 +3,13 @@
     python scripts/train_autoencoder.py                 # train (resumes if interrupted)
     python scripts/train_autoencoder.py --export-only   # write the safetensors from the checkpoint
     python scripts/train_autoencoder.py --decoder-only --run runs/decoder   # stage 1b (below)
+    python scripts/train_autoencoder.py --report longvid/weights/shapes/autoencoder.safetensors
 
 Stage 1b, `--decoder-only`: start from the exported autoencoder, freeze the encoder and the latent
 statistics, and train the decoder alone. The latent space stays bit-for-bit the same, so a
 generator trained on it keeps working; only the pictures it decodes to get better (the first
-decoder, 1,800 joint steps, drew squares and triangles as round blobs).
+decoder, 1,800 joint steps, drew squares and triangles as round blobs). With `--decoder-channels`
+the decoder starts afresh at the given widths (a wider decoder on the same latents).
 
 Clips are rendered on the fly (longvid.world). Most steps train on random crops (the network is
 fully convolutional, so crops teach it the same thing 4x cheaper), the last ones on full frames.
@@ -19,6 +21,7 @@ generator works with unit-scale latents. Output: longvid/weights/shapes/autoenco
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import torch
@@ -76,12 +79,12 @@ def round_trip(ae: CausalAutoencoder, clip: np.ndarray) -> np.ndarray:
         return to_uint8(ae.decode(ae.encode(from_uint8(clip[None]))))
 
 
-def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[float, float]:
+def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[float, float, dict[str, float]]:
     """Share of reconstructed frames whose detected shape and object count are the truth's, by
     the evaluator's own detector (longvid.evaluate), on fixed clips: what `longvid eval` can
-    score at best through this decoder."""
+    score at best through this decoder. Also the shape share per shape and size ("square/small")."""
     rng = np.random.default_rng(12345)
-    shape_ok, count_ok = [], []
+    shape_ok, count_ok, by_kind = [], [], {}
     for _ in range(clips):
         spec = random_spec(rng)
         clip, _ = make_clip(spec, 13, rng, size)
@@ -89,7 +92,8 @@ def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[f
             d = detect_frame(f)
             shape_ok.append(d.shape == spec.shape)
             count_ok.append(len(d.objects) == spec.count)
-    return float(np.mean(shape_ok)), float(np.mean(count_ok))
+            by_kind.setdefault(f"{spec.shape}/{spec.size}", []).append(shape_ok[-1])
+    return float(np.mean(shape_ok)), float(np.mean(count_ok)), {k: float(np.mean(v)) for k, v in sorted(by_kind.items())}
 
 
 def motion_accuracy(ae: CausalAutoencoder, size: int, clips: int = 4) -> dict[str, float]:
@@ -105,10 +109,20 @@ def motion_accuracy(ae: CausalAutoencoder, size: int, clips: int = 4) -> dict[st
                              background=list(BACKGROUNDS)[seed % len(BACKGROUNDS)], motion=motion,
                              size=SIZES[-1 - seed % 2])
             clip, _ = make_clip(spec, 97, seed, size)
-            report = evaluate(round_trip(ae, clip), [(0, caption(spec, np.random.default_rng(seed)))], fps=16)
-            ok.append(report["adherence"]["motion"])
+            scores = evaluate(round_trip(ae, clip), [(0, caption(spec, np.random.default_rng(seed)))], fps=16)
+            ok.append(scores["adherence"]["motion"])
         out[motion] = float(np.mean(ok))
     return out
+
+
+def with_fresh_decoder(ae: CausalAutoencoder, channels: tuple[int, ...]) -> CausalAutoencoder:
+    """`ae`'s encoder and latent statistics (so the same latent space) under a new, untrained
+    decoder of the given widths."""
+    new = CausalAutoencoder(dataclasses.replace(ae.cfg, decoder_channels=channels))
+    new.encoder.load_state_dict(ae.encoder.state_dict())
+    new.latents_mean.copy_(ae.latents_mean)
+    new.latents_std.copy_(ae.latents_std)
+    return new
 
 
 def main() -> None:
@@ -134,15 +148,26 @@ def main() -> None:
                     help="weight of an L1 loss on frame-to-frame differences (smooth motion inside a latent frame)")
     ap.add_argument("--latent-channels", type=int, default=AutoencoderConfig.latent_channels,
                     help="channels per latent cell (Wan's VAE has 16); ignored with --decoder-only")
+    ap.add_argument("--decoder-channels", type=int, nargs=4, default=None, metavar="C",
+                    help="with --decoder-only: a fresh decoder of these widths (1/8, 1/4, 1/2, 1 resolution) "
+                         "instead of --init's; the encoder and latent space stay --init's")
     ap.add_argument("--init", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"),
                     help="with --decoder-only: the autoencoder whose encoder is kept")
+    ap.add_argument("--report", metavar="AUTOENCODER", default=None,
+                    help="print the end-of-stage report (palette, shapes per shape and size, motions) of "
+                         "an autoencoder file and exit")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.report:
+        print(f"{args.report}: {report(load_autoencoder(args.report), args.size)}")
+        return
 
     run = Run(args.run, ["loss", "l1", "mse", "lr"])
     if args.decoder_only:
         ae = load_autoencoder(args.init)
+        if args.decoder_channels:
+            ae = with_fresh_decoder(ae, tuple(args.decoder_channels))
         ae.encoder.requires_grad_(False)
         trained = ae.decoder
     else:
@@ -206,14 +231,20 @@ def main() -> None:
             ae.latents_std.copy_(zs.std(1).clamp_min(1e-3))
         x = sample_batch(rng, 4, 13, args.size, args.size)
         err = (ae.decode(ae.encode(x)) - x).abs().mean().item()
-        worst, where = palette_error(ae, args.size)
-        shapes, counts = shape_accuracy(ae, args.size)
-        motions = motion_accuracy(ae, args.size)
     save_autoencoder(ae, args.out)
     run.log(f"exported {args.out}: latent mean {ae.latents_mean.tolist()} std {ae.latents_std.tolist()}; "
-            f"held-out L1 {err:.4f} ({err * 127.5:.2f} grey levels); worst palette error "
-            f"{worst:.1f} grey levels ({where}); reconstructed frames with the right shape {shapes:.2f}, "
-            f"object count {counts:.2f} (longvid.evaluate's detector); motion read right "
+            f"held-out L1 {err:.4f} ({err * 127.5:.2f} grey levels); {report(ae, args.size)}")
+
+
+def report(ae: CausalAutoencoder, size: int) -> str:
+    """What `longvid eval`'s detector reads in `ae`'s round trips of ground-truth clips."""
+    with torch.no_grad():
+        worst, where = palette_error(ae, size)
+        shapes, counts, by_kind = shape_accuracy(ae, size, clips=60)
+        motions = motion_accuracy(ae, size)
+    return (f"worst palette error {worst:.1f} grey levels ({where}); reconstructed frames with the right "
+            f"shape {shapes:.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in by_kind.items())
+            + f"), object count {counts:.2f} (longvid.evaluate's detector); motion read right "
             + ", ".join(f"{m} {v:.2f}" for m, v in motions.items()))
 
 

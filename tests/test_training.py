@@ -354,3 +354,27 @@ def test_eval_builtin_breaks_adherence_down_by_the_prompted_value():
     assert got["motion"] == {"circling": 0.2, "right": 0.9}  # unnamed or unjudged motion is left out
     text = breakdown_table({"a": {"by_prompt": got}, "b": {"by_prompt": {"shape": {"square": 0.5}, "motion": {}}}})
     assert "| shape: square | 0.25 | 0.50 |" in text and "| motion: circling | 0.20 | - |" in text
+
+
+def test_fresh_decoder_keeps_the_latent_space_and_loads_back_at_its_new_widths(tmp_path):
+    from train_autoencoder import with_fresh_decoder
+
+    from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
+    from longvid.loading import load_autoencoder, save_autoencoder
+
+    torch.manual_seed(0)
+    old = CausalAutoencoder(AutoencoderConfig(latent_channels=4, decoder_channels=(16, 12, 8, 4)))
+    old.latents_mean.normal_()
+    old.latents_std.uniform_(0.5, 2.0)
+    new = with_fresh_decoder(old, (24, 16, 12, 8))
+    video = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    with torch.no_grad():
+        # the same latents (a generator trained on them keeps working)...
+        assert torch.equal(new.encode(video), old.encode(video))
+        # ...under a decoder of the new widths, which the file's metadata carries
+        save_autoencoder(new, tmp_path / "ae.safetensors")
+        back = load_autoencoder(tmp_path / "ae.safetensors")
+        assert back.cfg.decoder_channels == (24, 16, 12, 8)
+        z = new.encode(video)
+        assert back.decode(z).shape == old.decode(z).shape == (1, 3, 5, 32, 32)
+        assert torch.equal(back.decode(z), new.decode(z))
