@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--timesteps", type=float, nargs="+", default=None,
                     help="the sampler's timesteps (before the shift) instead of the config's")
     ap.add_argument("--shift", type=float, default=None, help="the sampler's shift instead of the config's")
+    ap.add_argument("--one-step", type=float, nargs="+", default=[], metavar="T",
+                    help="also score one x0 prediction from the true block noised to each timestep T "
+                         "(does the model keep detail it is given, where the sampler must make it?)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -91,6 +94,8 @@ def main() -> None:
     shapes: list[str] = []  # the spec's shape of each scored block
     positions = torch.arange(S + W + k)
     totals: dict[str, list[tuple[float, float]]] = {"model": [], "blind": [], "copy": [], "first-step": []}
+    for t_one in args.one_step:
+        pix[f"one step from the truth at t={t_one:g}"] = []
     for _ in range(args.samples // args.batch):
         clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
         B = target.shape[0]
@@ -115,6 +120,12 @@ def main() -> None:
         specs = [data.specs[c][int(seg_of_slot[i, target[i]][0])] for i, c in enumerate(clips) if keep[i]]
         for name, y in (("truth", truth), ("model", pick(pred)), ("first-step", pick(first)), ("blind", pick(blind))):
             pix[name].append(pixel_scores(ae, y, specs))
+        for t_one in args.one_step:
+            t = torch.where(target, torch.full(target.shape, t_one), torch.zeros(target.shape))
+            x_t = flow.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), t)
+            with torch.no_grad():
+                v = model(x_t, t, text=text, frame_positions=positions, frame_mask=masks).float()
+            pix[f"one step from the truth at t={t_one:g}"].append(pixel_scores(ae, pick(flow.to_x0(x_t, v, t)), specs))
         shapes.extend(spec.shape for spec in specs)
     print(f"{args.weights}: {args.samples} teacher-forced blocks, sampler timesteps "
           f"{[round(t, 1) for t in steps_t]}")
