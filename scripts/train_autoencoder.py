@@ -93,7 +93,8 @@ def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[f
             shape_ok.append(d.shape == spec.shape)
             count_ok.append(len(d.objects) == spec.count)
             by_kind.setdefault(f"{spec.shape}/{spec.size}", []).append(shape_ok[-1])
-    return float(np.mean(shape_ok)), float(np.mean(count_ok)), {k: float(np.mean(v)) for k, v in sorted(by_kind.items())}
+    per_kind = {k: float(np.mean(v)) for k, v in sorted(by_kind.items())}
+    return float(np.mean(shape_ok)), float(np.mean(count_ok)), per_kind
 
 
 def motion_accuracy(ae: CausalAutoencoder, size: int, clips: int = 4) -> dict[str, float]:
@@ -157,6 +158,8 @@ def main() -> None:
                     help="print the end-of-stage report (palette, shapes per shape and size, motions) of "
                          "an autoencoder file and exit")
     args = ap.parse_args()
+    if args.decoder_channels and not args.decoder_only:
+        ap.error("--decoder-channels replaces the decoder of --init: add --decoder-only")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.report:
