@@ -41,6 +41,16 @@ def errors(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     return float((se * obj).sum() / obj.sum().clamp_min(1)), float(se.mean())
 
 
+def blur_latents(x: torch.Tensor, share: float) -> torch.Tensor:
+    """(B, C, F, h, w) latents with `share` of a 3x3 binomial blur (per channel and frame) mixed in."""
+    kernel = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (kernel[:, None] * kernel[None, :] / 16)[None, None]
+    flat = x.transpose(1, 2).flatten(0, 2)[:, None]  # (B*F*C, 1, h, w)
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (1, 1, 1, 1), mode="replicate"), kernel)
+    blurred = blurred.view(x.shape[0], x.shape[2], x.shape[1], *x.shape[3:]).transpose(1, 2)
+    return (1 - share) * x + share * blurred
+
+
 def pixel_scores(ae, pred: torch.Tensor, specs: list, warm: int = 0) -> np.ndarray:
     """Decode each sample's latents (the target block alone, or after `warm` frames that warm up
     the causal decoder and are not scored) and detect them with longvid.evaluate's detector: per
@@ -73,6 +83,9 @@ def main() -> None:
     ap.add_argument("--one-step", type=float, nargs="+", default=[], metavar="T",
                     help="also score one x0 prediction from the true block noised to each timestep T "
                          "(does the model keep detail it is given, where the sampler must make it?)")
+    ap.add_argument("--blur-truth", type=float, nargs="+", default=[], metavar="A",
+                    help="also score the true block with each share A of a 3x3 binomial blur mixed into "
+                         "its latents (spatial detail only; compare with the model's row)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -96,6 +109,8 @@ def main() -> None:
     totals: dict[str, list[tuple[float, float]]] = {"model": [], "blind": [], "copy": [], "first-step": []}
     for t_one in args.one_step:
         pix[f"one step from the truth at t={t_one:g}"] = []
+    for share in args.blur_truth:
+        pix[f"truth, latents {share:g} blurred"] = []
     for _ in range(args.samples // args.batch):
         clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
         B = target.shape[0]
@@ -126,6 +141,8 @@ def main() -> None:
             with torch.no_grad():
                 v = model(x_t, t, text=text, frame_positions=positions, frame_mask=masks).float()
             pix[f"one step from the truth at t={t_one:g}"].append(pixel_scores(ae, pick(flow.to_x0(x_t, v, t)), specs))
+        for share in args.blur_truth:
+            pix[f"truth, latents {share:g} blurred"].append(pixel_scores(ae, blur_latents(truth, share), specs))
         shapes.extend(spec.shape for spec in specs)
     print(f"{args.weights}: {args.samples} teacher-forced blocks, sampler timesteps "
           f"{[round(t, 1) for t in steps_t]}")

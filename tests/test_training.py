@@ -378,3 +378,15 @@ def test_fresh_decoder_keeps_the_latent_space_and_loads_back_at_its_new_widths(t
         z = new.encode(video)
         assert back.decode(z).shape == old.decode(z).shape == (1, 3, 5, 32, 32)
         assert torch.equal(back.decode(z), new.decode(z))
+
+
+def test_blur_latents_spreads_each_channel_and_frame_over_its_own_neighbours_only():
+    from diag_generator import blur_latents
+
+    spike = torch.zeros(1, 2, 2, 5, 5)  # (B, C, F, h, w)
+    spike[0, 1, 0, 2, 2] = 16.0
+    blurred = blur_latents(spike, 1.0)
+    assert torch.equal(blurred[0, 1, 0, 1:4, 1:4], torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]))
+    assert blurred.sum() == 16.0 and blurred[0, 0].abs().sum() == 0 and blurred[0, 1, 1].abs().sum() == 0
+    assert torch.equal(blur_latents(spike, 0.0), spike)
+    assert torch.allclose(blur_latents(spike, 0.5), (spike + blurred) / 2)
