@@ -107,10 +107,6 @@ def main() -> None:
     shapes: list[str] = []  # the spec's shape of each scored block
     positions = torch.arange(S + W + k)
     totals: dict[str, list[tuple[float, float]]] = {"model": [], "blind": [], "copy": [], "first-step": []}
-    for t_one in args.one_step:
-        pix[f"one step from the truth at t={t_one:g}"] = []
-    for share in args.blur_truth:
-        pix[f"truth, latents {share:g} blurred"] = []
     for _ in range(args.samples // args.batch):
         clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, 0.0)
         B = target.shape[0]
@@ -140,9 +136,11 @@ def main() -> None:
             x_t = flow.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), t)
             with torch.no_grad():
                 v = model(x_t, t, text=text, frame_positions=positions, frame_mask=masks).float()
-            pix[f"one step from the truth at t={t_one:g}"].append(pixel_scores(ae, pick(flow.to_x0(x_t, v, t)), specs))
+            row = pixel_scores(ae, pick(flow.to_x0(x_t, v, t)), specs)
+            pix.setdefault(f"one step from the truth at t={t_one:g}", []).append(row)
         for share in args.blur_truth:
-            pix[f"truth, latents {share:g} blurred"].append(pixel_scores(ae, blur_latents(truth, share), specs))
+            row = pixel_scores(ae, blur_latents(truth, share), specs)
+            pix.setdefault(f"truth, latents {share:g} blurred", []).append(row)
         shapes.extend(spec.shape for spec in specs)
     print(f"{args.weights}: {args.samples} teacher-forced blocks, sampler timesteps "
           f"{[round(t, 1) for t in steps_t]}")
