@@ -30,7 +30,7 @@ from longvid.vae import to_uint8
 from longvid.loading import load_into, load_minilm, read_state_dict
 from longvid.model import build_transformer
 from longvid.text import HFTextEncoder
-from trainutil import REPO
+from trainutil import REPO, blur_latents
 
 
 def errors(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
@@ -39,16 +39,6 @@ def errors(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     obj = ((truth - background).norm(dim=1, keepdim=True) > 1.0).float()
     se = (pred - truth).pow(2).mean(dim=1, keepdim=True)
     return float((se * obj).sum() / obj.sum().clamp_min(1)), float(se.mean())
-
-
-def blur_latents(x: torch.Tensor, share: float) -> torch.Tensor:
-    """(B, C, F, h, w) latents with `share` of a 3x3 binomial blur (per channel and frame) mixed in."""
-    kernel = torch.tensor([1.0, 2.0, 1.0])
-    kernel = (kernel[:, None] * kernel[None, :] / 16)[None, None]
-    flat = x.transpose(1, 2).flatten(0, 2)[:, None]  # (B*F*C, 1, h, w)
-    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (1, 1, 1, 1), mode="replicate"), kernel)
-    blurred = blurred.view(x.shape[0], x.shape[2], x.shape[1], *x.shape[3:]).transpose(1, 2)
-    return (1 - share) * x + share * blurred
 
 
 def pixel_scores(ae, pred: torch.Tensor, specs: list, warm: int = 0) -> np.ndarray:

@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from trainutil import REPO, Run, edge_loss, motion_loss, warmup_cosine
+from trainutil import REPO, Run, blur_latents, edge_loss, motion_loss, warmup_cosine
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame, evaluate
@@ -73,13 +73,15 @@ def palette_error(ae: CausalAutoencoder, size: int) -> tuple[float, str]:
     return worst, where
 
 
-def round_trip(ae: CausalAutoencoder, clip: np.ndarray) -> np.ndarray:
-    """(F, H, W, 3) uint8 frames -> the same frames encoded and decoded by `ae`."""
+def round_trip(ae: CausalAutoencoder, clip: np.ndarray, blur: float = 0.0) -> np.ndarray:
+    """(F, H, W, 3) uint8 frames -> the same frames encoded and decoded by `ae` (with `blur` of a
+    3x3 blur mixed into the latents: what a generator's blurred block would decode to)."""
     with torch.no_grad():
-        return to_uint8(ae.decode(ae.encode(from_uint8(clip[None]))))
+        return to_uint8(ae.decode(blur_latents(ae.encode(from_uint8(clip[None])), blur)))
 
 
-def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[float, float, dict[str, float]]:
+def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24,
+                   blur: float = 0.0) -> tuple[float, float, dict[str, float]]:
     """Share of reconstructed frames whose detected shape and object count are the truth's, by
     the evaluator's own detector (longvid.evaluate), on fixed clips: what `longvid eval` can
     score at best through this decoder. Also the shape share per shape and size ("square/small")."""
@@ -88,7 +90,7 @@ def shape_accuracy(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[f
     for _ in range(clips):
         spec = random_spec(rng)
         clip, _ = make_clip(spec, 13, rng, size)
-        for f in round_trip(ae, clip):
+        for f in round_trip(ae, clip, blur):
             d = detect_frame(f)
             shape_ok.append(d.shape == spec.shape)
             count_ok.append(len(d.objects) == spec.count)
@@ -116,6 +118,19 @@ def motion_accuracy(ae: CausalAutoencoder, size: int, clips: int = 4) -> dict[st
     return out
 
 
+def augment_latents(z: torch.Tensor, noise: float, blur: float) -> torch.Tensor:
+    """What the decoder is trained on: the encoder's latents with a little noise and, on 3 in 4
+    clips, a share drawn from U(0, `blur`) of a 3x3 blur. Gradients flow through to the encoder,
+    so with `blur` it learns to write shapes in a form the blur does not erase."""
+    # noise relative to each channel's own spread: a global scale drowns low-variance
+    # channels (it erased navy vs dark green and cyan vs blue in a first run)
+    ch_std = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
+    z = z + noise * ch_std * torch.randn_like(z)
+    if blur:
+        z = blur_latents(z, torch.rand(z.shape[0]) * blur * (torch.rand(z.shape[0]) < 0.75))
+    return z
+
+
 def with_fresh_decoder(ae: CausalAutoencoder, channels: tuple[int, ...]) -> CausalAutoencoder:
     """`ae`'s encoder and latent statistics (so the same latent space) under a new, untrained
     decoder of the given widths."""
@@ -137,6 +152,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--latent-noise", type=float, default=0.03)
+    ap.add_argument("--latent-blur", type=float, default=0.0, metavar="A",
+                    help="on 3 in 4 clips, mix a share drawn from U(0, A) of a 3x3 blur into the latents "
+                         "before decoding, so the encoder must write shapes in a form that survives the "
+                         "blur a generator's blocks have (docs/training.md, session 13)")
+    ap.add_argument("--finetune", action="store_true",
+                    help="train encoder and decoder starting from --init (the latent space moves)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"))
@@ -157,13 +178,17 @@ def main() -> None:
     ap.add_argument("--report", metavar="AUTOENCODER", default=None,
                     help="print the end-of-stage report (palette, shapes per shape and size, motions) of "
                          "an autoencoder file and exit")
+    ap.add_argument("--report-blur", type=float, default=0.0, metavar="A",
+                    help="with --report: also the shapes read when A of a 3x3 blur is mixed into the latents")
     args = ap.parse_args()
     if args.decoder_channels and not args.decoder_only:
         ap.error("--decoder-channels replaces the decoder of --init: add --decoder-only")
+    if args.finetune and args.decoder_only:
+        ap.error("--finetune trains the encoder too; --decoder-only freezes it: pick one")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.report:
-        print(f"{args.report}: {report(load_autoencoder(args.report), args.size)}")
+        print(f"{args.report}: {report(load_autoencoder(args.report), args.size, args.report_blur)}")
         return
 
     run = Run(args.run, ["loss", "l1", "mse", "lr"])
@@ -174,7 +199,8 @@ def main() -> None:
         ae.encoder.requires_grad_(False)
         trained = ae.decoder
     else:
-        ae = CausalAutoencoder(AutoencoderConfig(latent_channels=args.latent_channels))
+        ae = load_autoencoder(args.init) if args.finetune else CausalAutoencoder(
+            AutoencoderConfig(latent_channels=args.latent_channels))
         trained = ae
     opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=1e-4)
     start = run.resume(model=ae, opt=opt)
@@ -193,11 +219,7 @@ def main() -> None:
             g["lr"] = lr_at(step)
         with torch.set_grad_enabled(not args.decoder_only):
             z = ae.encode(x)
-        # noise relative to each channel's own spread: a global scale drowns low-variance
-        # channels (it erased navy vs dark green and cyan vs blue in a first run)
-        ch_std = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
-        z = z + args.latent_noise * ch_std * torch.randn_like(z)
-        y = ae.decode(z)
+        y = ae.decode(augment_latents(z, args.latent_noise, args.latent_blur))
         # objects cover few pixels (and crops often miss them): weigh pixels that differ from the
         # clip's background (its top-left pixel) by OBJECT_WEIGHT, or object colours are under-fit
         bg = x[:, :, :, :1, :1]
@@ -239,16 +261,22 @@ def main() -> None:
             f"held-out L1 {err:.4f} ({err * 127.5:.2f} grey levels); {report(ae, args.size)}")
 
 
-def report(ae: CausalAutoencoder, size: int) -> str:
-    """What `longvid eval`'s detector reads in `ae`'s round trips of ground-truth clips."""
+def report(ae: CausalAutoencoder, size: int, blur: float = 0.0) -> str:
+    """What `longvid eval`'s detector reads in `ae`'s round trips of ground-truth clips (and, with
+    `blur`, in round trips whose latents had that share of a 3x3 blur mixed in)."""
     with torch.no_grad():
         worst, where = palette_error(ae, size)
         shapes, counts, by_kind = shape_accuracy(ae, size, clips=60)
         motions = motion_accuracy(ae, size)
-    return (f"worst palette error {worst:.1f} grey levels ({where}); reconstructed frames with the right "
+        blurred = shape_accuracy(ae, size, clips=60, blur=blur) if blur else None
+    text = (f"worst palette error {worst:.1f} grey levels ({where}); reconstructed frames with the right "
             f"shape {shapes:.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in by_kind.items())
             + f"), object count {counts:.2f} (longvid.evaluate's detector); motion read right "
             + ", ".join(f"{m} {v:.2f}" for m, v in motions.items()))
+    if blurred:
+        text += (f"; with {blur:g} of a 3x3 blur in the latents: shape {blurred[0]:.2f} ("
+                 + ", ".join(f"{k} {v:.2f}" for k, v in blurred[2].items()) + ")")
+    return text
 
 
 if __name__ == "__main__":

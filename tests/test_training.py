@@ -381,7 +381,7 @@ def test_fresh_decoder_keeps_the_latent_space_and_loads_back_at_its_new_widths(t
 
 
 def test_blur_latents_spreads_each_channel_and_frame_over_its_own_neighbours_only():
-    from diag_generator import blur_latents
+    from trainutil import blur_latents
 
     spike = torch.zeros(1, 2, 2, 5, 5)  # (B, C, F, h, w)
     spike[0, 1, 0, 2, 2] = 16.0
@@ -390,3 +390,25 @@ def test_blur_latents_spreads_each_channel_and_frame_over_its_own_neighbours_onl
     assert blurred.sum() == 16.0 and blurred[0, 0].abs().sum() == 0 and blurred[0, 1, 1].abs().sum() == 0
     assert torch.equal(blur_latents(spike, 0.0), spike)
     assert torch.allclose(blur_latents(spike, 0.5), (spike + blurred) / 2)
+    pair = torch.cat([spike, spike])  # one share per sample
+    mixed = blur_latents(pair, torch.tensor([0.0, 1.0]))
+    assert torch.equal(mixed[0], spike[0]) and torch.allclose(mixed[1], blurred[0])
+
+
+def test_latent_blur_blurs_some_clips_by_a_random_share_and_trains_the_encoder_through_it():
+    from train_autoencoder import augment_latents
+    from trainutil import blur_latents
+
+    torch.manual_seed(0)
+    z = torch.randn(400, 2, 1, 6, 6, requires_grad=True)
+    assert torch.equal(augment_latents(z, 0.0, 0.0), z)
+    out = augment_latents(z, 0.0, 1.0)
+    full = blur_latents(z, 1.0)
+    # each clip is z + share * (blur(z) - z) with its own share in [0, 1]; a quarter keep share 0
+    share = ((out - z) * (full - z)).sum(dim=(1, 2, 3, 4)) / (full - z).pow(2).sum(dim=(1, 2, 3, 4))
+    assert torch.allclose(out, blur_latents(z, share.detach()), atol=1e-5)
+    assert share.min() >= -1e-6 and share.max() <= 1 + 1e-6
+    assert 0.15 < (share.abs() < 1e-6).float().mean() < 0.35 and share.max() > 0.9
+    out.pow(2).sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
