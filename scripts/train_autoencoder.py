@@ -270,13 +270,16 @@ def report(ae: CausalAutoencoder, size: int, blur: float = 0.0) -> str:
         motions = motion_accuracy(ae, size)
         blurred = shape_accuracy(ae, size, clips=60, blur=blur) if blur else None
     text = (f"worst palette error {worst:.1f} grey levels ({where}); reconstructed frames with the right "
-            f"shape {shapes:.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in by_kind.items())
-            + f"), object count {counts:.2f} (longvid.evaluate's detector); motion read right "
-            + ", ".join(f"{m} {v:.2f}" for m, v in motions.items()))
+            f"shape {shapes:.2f} ({_listed(by_kind)}), object count {counts:.2f} (longvid.evaluate's detector); "
+            f"motion read right {_listed(motions)}")
     if blurred:
-        text += (f"; with {blur:g} of a 3x3 blur in the latents: shape {blurred[0]:.2f} ("
-                 + ", ".join(f"{k} {v:.2f}" for k, v in blurred[2].items()) + ")")
+        text += f"; with {blur:g} of a 3x3 blur in the latents: shape {blurred[0]:.2f} ({_listed(blurred[2])})"
     return text
+
+
+def _listed(figures: dict[str, float]) -> str:
+    """{"circle/large": 0.991, ...} -> "circle/large 0.99, ..." for the report line."""
+    return ", ".join(f"{k} {v:.2f}" for k, v in figures.items())
 
 
 if __name__ == "__main__":
