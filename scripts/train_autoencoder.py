@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from trainutil import REPO, Run, blur_latents, edge_loss, motion_loss, warmup_cosine
+from trainutil import REPO, Run, blur_latents, edge_loss, motion_loss, random_blur, warmup_cosine
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame, evaluate
@@ -126,9 +126,7 @@ def augment_latents(z: torch.Tensor, noise: float, blur: float) -> torch.Tensor:
     # channels (it erased navy vs dark green and cyan vs blue in a first run)
     ch_std = z.detach().std(dim=(0, 2, 3, 4), keepdim=True)
     z = z + noise * ch_std * torch.randn_like(z)
-    if blur:
-        z = blur_latents(z, torch.rand(z.shape[0]) * blur * (torch.rand(z.shape[0]) < 0.75))
-    return z
+    return random_blur(z, blur)
 
 
 def with_fresh_decoder(ae: CausalAutoencoder, channels: tuple[int, ...]) -> CausalAutoencoder:

@@ -44,6 +44,10 @@ latents) to read the prompted shape in every frame of the target block's x0 (cro
 to the latent MSE, the model draws one blob for all three shapes: the pixels where they differ are
 too few to matter in it.
 
+`--context-blur` blurs the context (sink and window) of 3 in 4 samples by a random share while the
+target stays sharp. From nothing the model draws a square as a squircle, and later blocks copy the
+squircle they are given; a soft context with a sharp target teaches it to restore the corners.
+
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
 the model's earlier denoising steps (no grad) bring it to the level being trained, instead of
@@ -60,7 +64,8 @@ import glob
 import numpy as np
 import torch
 
-from trainutil import REPO, Run, edge_loss, load_probe, motion_loss, object_pixel_weight, warmup_cosine
+from trainutil import (REPO, Run, edge_loss, load_probe, motion_loss, object_pixel_weight, random_blur,
+                       warmup_cosine)
 
 from longvid.cache import frame_mask
 from longvid.config import load_config, weight_path
@@ -169,6 +174,16 @@ def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int
         seg_of_slot[i, sink_slots:m] = seg[n]
         seg_of_slot[i, m:] = seg[n]
     return clips, x0, masks, target, seg_of_slot, starts
+
+
+def blur_context(x: torch.Tensor, target: torch.Tensor, max_share: float) -> torch.Tensor:
+    """`x` (B, C, slots, h, w) with its context slots (not `target`, (B, slots)) blurred by
+    `random_blur`: the generator is shown a context as soft as its own blocks are (a square drawn
+    as a squircle) and still asked for the sharp true block, so it learns to sharpen what it is
+    given rather than copy it."""
+    if not max_share:
+        return x
+    return torch.where(target[:, None, :, None, None], x, random_blur(x, max_share))
 
 
 def object_weight(x0: torch.Tensor, extra: float, scale: float = 2.0) -> torch.Tensor:
@@ -401,6 +416,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--ctx-noise", type=float, default=0.05, help="max noise mixed into context frames")
+    ap.add_argument("--context-blur", type=float, default=0.0,
+                    help="on 3 in 4 samples, blur the context by a share from U(0, A) (trainutil.random_blur); "
+                         "the target stays sharp, so the model learns to make corners from a soft context")
     ap.add_argument("--self-context-prob", type=float, default=0.5)
     ap.add_argument("--self-context-from", type=int, default=800)
     ap.add_argument("--uniform-t-prob", type=float, default=0.2)
@@ -536,6 +554,7 @@ def main() -> None:
             x_clean = torch.where(context, x0_hat, x0)
         else:
             x_clean = x0
+        x_clean = blur_context(x_clean, target, args.context_blur)
         rollout = step >= args.self_context_from and rng.random() < args.rollout_prob
         if rollout:  # each sample's target at an inference level, reached by the sampler below
             levels = torch.where(last, len(steps_t) - 1, torch.from_numpy(rng.integers(len(steps_t), size=B)))

@@ -164,3 +164,12 @@ def blur_latents(x: torch.Tensor, share: float | torch.Tensor) -> torch.Tensor:
     if torch.is_tensor(share):
         share = share.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
     return (1 - share) * x + share * blurred
+
+
+def random_blur(x: torch.Tensor, max_share: float) -> torch.Tensor:
+    """`blur_latents` with a share drawn from U(0, `max_share`) on 3 in 4 samples (the rest kept
+    sharp): the training augmentation of both the autoencoder (blurred latents -> the sharp frame)
+    and the generator (a blurred context -> the sharp next block)."""
+    if not max_share:
+        return x
+    return blur_latents(x, torch.rand(x.shape[0]) * max_share * (torch.rand(x.shape[0]) < 0.75))

@@ -412,3 +412,20 @@ def test_latent_blur_blurs_some_clips_by_a_random_share_and_trains_the_encoder_t
     out.pow(2).sum().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
 
+
+
+def test_context_blur_softens_the_context_of_some_samples_and_never_the_target():
+    from train_generator import blur_context
+    from trainutil import blur_latents
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 2, 5, 6, 6)  # (B, C, slots, h, w)
+    target = torch.zeros(200, 5, dtype=torch.bool)
+    target[:, 3:] = True
+    assert torch.equal(blur_context(x, target, 0.0), x)
+    out = blur_context(x, target, 1.0)
+    assert torch.equal(out[:, :, 3:], x[:, :, 3:])  # the target block stays sharp
+    ctx, full = x[:, :, :3], blur_latents(x, 1.0)[:, :, :3]
+    share = ((out[:, :, :3] - ctx) * (full - ctx)).sum(dim=(1, 2, 3, 4)) / (full - ctx).pow(2).sum(dim=(1, 2, 3, 4))
+    assert torch.allclose(out[:, :, :3], blur_latents(ctx, share), atol=1e-5)
+    assert 0.15 < (share.abs() < 1e-6).float().mean() < 0.35 and share.max() > 0.9 and share.min() > -1e-6
