@@ -181,6 +181,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.decoder_channels and not args.decoder_only:
         ap.error("--decoder-channels replaces the decoder of --init: add --decoder-only")
+    if args.report_blur and not args.report:
+        ap.error("--report-blur only changes a --report run: add --report AUTOENCODER, or drop --report-blur")
     if args.finetune and args.decoder_only:
         ap.error("--finetune trains the encoder too; --decoder-only freezes it: pick one")
     torch.set_num_threads(args.threads)

@@ -413,6 +413,17 @@ def test_latent_blur_blurs_some_clips_by_a_random_share_and_trains_the_encoder_t
     assert z.grad is not None and z.grad.abs().sum() > 0
 
 
+def test_report_blur_without_report_is_refused_before_any_training(tmp_path):
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_autoencoder.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--report-blur", "1", "--steps", "0", "--full-steps", "0",
+         "--run", str(tmp_path / "run"), "--out", str(tmp_path / "ae.safetensors")],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "add --report AUTOENCODER" in done.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ae.safetensors").exists()
+
 
 def test_context_blur_softens_the_context_of_some_samples_and_never_the_target():
     from train_generator import blur_context
