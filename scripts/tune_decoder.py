@@ -1,6 +1,6 @@
 """Stage 4 of the built-in model: the decoder fine-tuned on the generator's own latents.
 
-    python scripts/tune_decoder.py --config configs/longvid-shapes-16ch.yaml \
+    python scripts/tune_decoder.py --config configs/longvid-shapes.yaml \
         --data 'runs/latents16/shard_*.pt' --run runs/dec16 --out runs/dec16/autoencoder.safetensors
 
 The autoencoder's decoder learnt to draw what its encoder makes. The generator's latents are not

@@ -123,7 +123,7 @@ def test_bfloat16_decode_matches_float32_on_the_built_in_weights(monkeypatch):
 
 
 def test_the_16_channel_autoencoder_keeps_circling_smooth_and_corners_square():
-    """`autoencoder-16ch-blur.safetensors` (the candidate's latent space, docs/training.md): what
+    """`autoencoder.safetensors` (the built-in latent space since session 15, docs/training.md): what
     the evaluator reads on its round trips bounds what any generator on it can score. The 8-channel
     one lurches inside a latent frame, so circles become polygons read as bouncing (~26 % of
     circling frames right) and rounds squares; this one must not."""
@@ -134,7 +134,7 @@ def test_the_16_channel_autoencoder_keeps_circling_smooth_and_corners_square():
     from longvid.world import SceneSpec, make_clip
 
     ae = load_autoencoder(Path(__file__).resolve().parents[1] / "longvid" / "weights" / "shapes"
-                          / "autoencoder-16ch-blur.safetensors")
+                          / "autoencoder.safetensors")
     assert ae.cfg.latent_channels == 16
     clip, _ = make_clip(SceneSpec(shape="square", colour="yellow", background="navy", motion="circling",
                                   size="large"), 49, np.random.default_rng(0), 128)
