@@ -1,7 +1,9 @@
 """Stage 4 of the built-in model: the decoder fine-tuned on the generator's own latents.
 
+    python scripts/prepare_latents.py --autoencoder longvid/weights/shapes/autoencoder.safetensors \
+        --out runs/latentsC --clips 400        # latents of the config's own autoencoder
     python scripts/tune_decoder.py --config configs/longvid-shapes.yaml \
-        --data 'runs/latents16/shard_*.pt' --run runs/dec16 --out runs/dec16/autoencoder.safetensors
+        --data 'runs/latentsC/shard_*.pt' --run runs/decC --out runs/decC/autoencoder.safetensors
 
 The autoencoder's decoder learnt to draw what its encoder makes. The generator's latents are not
 quite that: a few-step flow sampler trained with a latent MSE ends on a conditional mean, and the
