@@ -9,6 +9,12 @@ shapes differ weigh almost nothing in a latent MSE. This probe, a small CNN, rea
 is then asked to make latents it reads as the prompted shape. Trained on noised latents too
 (up to `--noise` x their std), so it does not hang on details finer than the shape. Minutes on
 one core; written with its held-out accuracy.
+
+`--adversarial EPS` trains the probe on latents perturbed against it (L2 PGD, radius EPS x the
+latent std per element), as in adversarial training for robustness. A plain probe is easy to
+fool: used as a loss, it drove the generator to fragments with coloured fringes that it read
+as squares (docs/training.md, "Session 16"). A robust classifier's gradients point along features
+the classes really differ by, which is what the generator's shape loss needs.
 """
 
 from __future__ import annotations
@@ -34,6 +40,27 @@ def frame_labels(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(pairs), torch.tensor(labels)
 
 
+def pgd_perturb(probe: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, radius: float,
+                steps: int = 3) -> torch.Tensor:
+    """A perturbation of `x` (N, ...) inside the L2 ball of `radius` x sqrt(elements per sample)
+    that raises the probe's cross-entropy: `steps` normalised gradient steps from a random start."""
+    n = x.shape[0]
+    bound = radius * float(np.sqrt(x[0].numel()))
+
+    def project(d: torch.Tensor) -> torch.Tensor:
+        norm = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, *([1] * (x.dim() - 1)))
+        return d * (bound / norm).clamp(max=1.0)
+
+    delta = project(torch.randn_like(x) * radius * 0.5)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(probe(x + delta), labels)
+        (grad,) = torch.autograd.grad(loss, delta)
+        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, *([1] * (x.dim() - 1)))
+        delta = project(delta.detach() + 0.5 * bound * grad / norm)
+    return delta.detach()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(REPO / "runs" / "latents" / "shard_*.pt"))
@@ -41,6 +68,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--noise", type=float, default=0.3)
+    ap.add_argument("--adversarial", type=float, default=0.0,
+                    help="train on PGD-perturbed latents within this L2 radius (x the latent std per element)")
+    ap.add_argument("--adv-steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -63,6 +93,8 @@ def main() -> None:
         idx = train_idx[torch.from_numpy(rng.integers(len(train_idx), size=args.batch))]
         x = frames(idx)
         x = x + torch.rand(len(x), 1, 1, 1) * args.noise * std * torch.randn_like(x)
+        if args.adversarial:
+            x = x + pgd_perturb(probe, x, labels[idx], args.adversarial * std, args.adv_steps)
         loss = torch.nn.functional.cross_entropy(probe(x), labels[idx])
         for g in opt.param_groups:
             g["lr"] = warmup_cosine(step, 1e-3, args.steps, warmup=0, floor=0.0)
@@ -78,6 +110,12 @@ def main() -> None:
     truth = labels[test_idx]
     accuracy = {s: float((pred[truth == i] == i).float().mean()) for i, s in enumerate(SHAPES)}
     print(f"held-out accuracy ({len(test_idx)} latent frames): {accuracy}")
+    if args.adversarial:
+        idx = test_idx[:512]
+        x = frames(idx)
+        attacked = probe(x + pgd_perturb(probe, x, labels[idx], args.adversarial * std, 10)).argmax(1)
+        print(f"held-out accuracy under a 10-step attack of the same radius: "
+              f"{float((attacked == labels[idx]).float().mean()):.3f}")
     torch.save(probe.state_dict(), args.out)
     print(f"wrote {args.out}")
 

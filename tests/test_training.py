@@ -323,6 +323,25 @@ def test_shape_probe_labels_every_latent_frame_with_its_segments_shape(tmp_path)
     assert labels.tolist() == [1, 1, 2, 2, 0, 0, 0, 0]
 
 
+def test_pgd_perturbation_stays_in_its_ball_and_raises_the_probes_loss():
+    from train_shape_probe import pgd_perturb
+    from trainutil import ShapeProbe
+
+    torch.manual_seed(0)
+    probe = ShapeProbe(4, width=8)
+    x, labels = torch.randn(6, 4, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    radius = 0.1
+    delta = pgd_perturb(probe, x, labels, radius, steps=5)
+    assert delta.shape == x.shape and not delta.requires_grad
+    norms = delta.flatten(1).norm(dim=1)
+    assert (norms <= radius * (4 * 8 * 8) ** 0.5 * (1 + 1e-5)).all()
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        before, after = ce(probe(x), labels), ce(probe(x + delta), labels)
+        noise = ce(probe(x + torch.randn_like(x) * radius), labels)
+    assert after > before + 1e-3 and after > noise  # an attack, not random noise
+
+
 def test_halo_weight_covers_a_ring_around_the_object_only():
     """The halo term weighs the background just outside an object (where a decoder's dark or
     bright rim fills the corners of a square's box), not the object and not the far background."""
