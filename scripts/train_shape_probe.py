@@ -44,20 +44,20 @@ def pgd_perturb(probe: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, r
                 steps: int = 3) -> torch.Tensor:
     """A perturbation of `x` (N, ...) inside the L2 ball of `radius` x sqrt(elements per sample)
     that raises the probe's cross-entropy: `steps` normalised gradient steps from a random start."""
-    n = x.shape[0]
     bound = radius * float(np.sqrt(x[0].numel()))
 
+    def norm(d: torch.Tensor) -> torch.Tensor:  # per sample, broadcastable against d
+        return d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (d.dim() - 1)))
+
     def project(d: torch.Tensor) -> torch.Tensor:
-        norm = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, *([1] * (x.dim() - 1)))
-        return d * (bound / norm).clamp(max=1.0)
+        return d * (bound / norm(d)).clamp(max=1.0)
 
     delta = project(torch.randn_like(x) * radius * 0.5)
     for _ in range(steps):
         delta.requires_grad_(True)
         loss = torch.nn.functional.cross_entropy(probe(x + delta), labels)
         (grad,) = torch.autograd.grad(loss, delta)
-        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(n, *([1] * (x.dim() - 1)))
-        delta = project(delta.detach() + 0.5 * bound * grad / norm)
+        delta = project(delta.detach() + 0.5 * bound * grad / norm(grad))
     return delta.detach()
 
 
@@ -113,7 +113,9 @@ def main() -> None:
     if args.adversarial:
         idx = test_idx[:512]
         x = frames(idx)
-        attacked = probe(x + pgd_perturb(probe, x, labels[idx], args.adversarial * std, 10)).argmax(1)
+        delta = pgd_perturb(probe, x, labels[idx], args.adversarial * std, 10)
+        with torch.no_grad():
+            attacked = probe(x + delta).argmax(1)
         print(f"held-out accuracy under a 10-step attack of the same radius: "
               f"{float((attacked == labels[idx]).float().mean()):.3f}")
     torch.save(probe.state_dict(), args.out)
