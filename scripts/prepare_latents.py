@@ -6,12 +6,18 @@ Each clip is `--latent-frames` latent frames long (4T-3 pixel frames) with 0-2 p
 placed on block boundaries (where the engine switches prompts), the scene carrying on across
 each switch. A shard holds latents (N, T, C, h, w) float16, each latent frame's segment index,
 and each segment's spec; captions are drawn at training time, so every epoch phrases them anew.
+
+`--partners` also renders every clip a second time with its shapes exchanged (circle for square,
+square for circle, a triangle for one of the two) along the very same trajectory, and stores
+those latents and specs beside the clip's (`partner_latents`, `partner_specs`): pairs that differ
+only in the shape the caption names, for `train_generator.py --pair-weight`.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+import copy
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +27,17 @@ from trainutil import REPO
 
 from longvid.loading import load_autoencoder
 from longvid.vae import from_uint8
-from longvid.world import make_clip, random_spec, switched_spec
+from longvid.world import SceneSpec, make_clip, random_spec, switched_spec
 
 BLOCK = 3  # latent frames per block (configs/longvid-shapes.yaml)
 TF = 4  # pixel frames per latent frame
 
 
-def sample_clip(rng: np.random.Generator, latent_frames: int, size: int):
+def sample_clip(rng: np.random.Generator, latent_frames: int, size: int,
+                partner_rng: np.random.Generator | None = None):
+    """frames (F, H, W, 3) uint8, each latent frame's segment (T,), the segments' specs; with
+    `partner_rng`, also the partner clip's frames and specs (`partner_specs`). The partner's
+    shapes are drawn from `partner_rng` alone, so the main clips are the same with or without."""
     blocks = latent_frames // BLOCK
     n_switch = int(rng.choice([0, 1, 2], p=[0.3, 0.45, 0.25]))
     switch_blocks = sorted(rng.choice(np.arange(1, blocks), size=min(n_switch, blocks - 1), replace=False))
@@ -37,10 +47,23 @@ def sample_clip(rng: np.random.Generator, latent_frames: int, size: int):
     # latent frame j covers pixel frames 4j-3 .. 4j; a block starting at latent m starts at 4m-3
     starts = [0] + [TF * BLOCK * int(b) - (TF - 1) for b in switch_blocks]
     pixel_frames = TF * latent_frames - (TF - 1)
+    twin = copy.deepcopy(rng)  # the scene's own draws (places, headings) replayed for the partner
     frames, truth = make_clip(list(zip(starts, specs)), pixel_frames, rng, size)
     seg_pixel = truth.segment
     seg_latent = np.array([seg_pixel[max(0, TF * j - (TF - 1))] for j in range(latent_frames)])
-    return frames, seg_latent, specs
+    if partner_rng is None:
+        return frames, seg_latent, specs
+    partners = partner_specs(specs, partner_rng)
+    partner_frames, _ = make_clip(list(zip(starts, partners)), pixel_frames, twin, size)
+    return frames, seg_latent, specs, partner_frames, partners
+
+
+def partner_specs(specs: list[SceneSpec], rng: np.random.Generator) -> list[SceneSpec]:
+    """`specs` with every shape exchanged: circle <-> square, triangle -> one of the two (drawn
+    once per clip). Motion in the world never depends on the shape, so the same scene draws
+    give the same trajectory."""
+    swap = {"circle": "square", "square": "circle", "triangle": ("circle", "square")[int(rng.integers(2))]}
+    return [replace(s, shape=swap[s.shape]) for s in specs]
 
 
 def main() -> None:
@@ -53,6 +76,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--partners", action="store_true",
+                    help="also store each clip rendered with its shapes exchanged (about twice the time)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -63,18 +88,28 @@ def main() -> None:
         if path.exists():
             continue
         rng = np.random.default_rng([args.seed, shard])
-        latents, segments, specs = [], [], []
+        partner_rng = np.random.default_rng([args.seed, shard, 1]) if args.partners else None
+        shard_data: dict[str, list] = {"latents": [], "segments": [], "specs": [], "partner_latents": [],
+                                       "partner_specs": []}
         for _ in range(args.shard_size):
-            frames, seg, sp = sample_clip(rng, args.latent_frames, args.size)
-            with torch.no_grad():
-                z = ae.encode(from_uint8(frames[None]))[0]  # (C, T, h, w)
-            latents.append(z.transpose(0, 1).half())
-            segments.append(torch.from_numpy(seg))
-            specs.append([asdict(s) for s in sp])
+            frames, seg, sp, *partner = sample_clip(rng, args.latent_frames, args.size, partner_rng)
+            shard_data["latents"].append(encode(ae, frames))
+            shard_data["segments"].append(torch.from_numpy(seg))
+            shard_data["specs"].append([asdict(s) for s in sp])
+            if partner:
+                shard_data["partner_latents"].append(encode(ae, partner[0]))
+                shard_data["partner_specs"].append([asdict(s) for s in partner[1]])
+        saved = {k: torch.stack(v) if k.endswith(("latents", "segments")) else v for k, v in shard_data.items() if v}
         tmp = path.with_suffix(".tmp")
-        torch.save({"latents": torch.stack(latents), "segments": torch.stack(segments), "specs": specs}, tmp)
+        torch.save(saved, tmp)
         tmp.rename(path)
-        print(f"{path.name}: {len(latents)} clips", flush=True)
+        print(f"{path.name}: {len(saved['latents'])} clips", flush=True)
+
+
+def encode(ae, frames: np.ndarray) -> torch.Tensor:
+    """One clip's frames (F, H, W, 3) uint8 -> latents (T, C, h, w) float16."""
+    with torch.no_grad():
+        return ae.encode(from_uint8(frames[None]))[0].transpose(0, 1).half()
 
 
 if __name__ == "__main__":

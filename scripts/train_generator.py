@@ -48,6 +48,14 @@ too few to matter in it.
 target stays sharp. From nothing the model draws a square as a squircle, and later blocks copy the
 squircle they are given; a soft context with a sharp target teaches it to restore the corners.
 
+`--pair-weight` uses shards made with `prepare_latents.py --partners`, where every clip also
+exists with its shapes exchanged along the same trajectory. For a few samples a step, the target
+block is noised twice with the same noise, once from the clip and once from its partner, under
+the clip's context, and captioned with the clip's and the partner's shape (a shape switch at the
+block, KV-recache semantics). The model's two predictions must differ as the two true blocks do,
+measured against the size of that difference, so the few latent cells where a square and a
+circle part count as much as a whole block does in the plain loss, where they are lost.
+
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
 the model's earlier denoising steps (no grad) bring it to the level being trained, instead of
@@ -103,6 +111,10 @@ class Data:
         self.segments = torch.cat([s["segments"] for s in shards])  # (N, T)
         self.specs = [[SceneSpec(**d) for d in clip] for s in shards for clip in s["specs"]]
         self.n, self.t = self.segments.shape
+        # prepare_latents.py --partners: every clip again with its shapes exchanged
+        paired = all("partner_latents" in s for s in shards)
+        self.partner_latents = torch.cat([s["partner_latents"] for s in shards]) if paired else None
+        self.partner_specs = [[SceneSpec(**d) for d in clip] for s in shards for clip in s["partner_specs"]] if paired else None
 
 
 def sampler_setup(cfg) -> tuple[int, int, int, list[float], FlowMatch]:
@@ -406,6 +418,41 @@ def sample_target(model, x0: torch.Tensor, target: torch.Tensor, steps_t: list[f
     return xh, first
 
 
+def pair_batch(data: Data, clips, x_clean: torch.Tensor, target: torch.Tensor, seg_of_slot: torch.Tensor,
+               starts: torch.Tensor, S: int, rng: np.random.Generator
+               ) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    """The partner side of `--pair-weight` for the samples of `clips`: their inputs `x_clean`
+    (P, C, slots, h, w) with the target slots taken from the partner clip, fresh captions for
+    both sides (no dropout) and each side's caption row per slot -> (partner x0, captions,
+    index of the clip's side (P, slots), index of the partner's side). Sink slots keep the
+    caption they were made under; the window and the target carry the target's (KV-recache)."""
+    P = len(clips)
+    x_partner = x_clean.clone()
+    first = target_start(target)
+    k = int(target[0].sum())
+    for i, c in enumerate(clips):
+        n = int(starts[i])
+        x_partner[i, :, first[i] : first[i] + k] = data.partner_latents[c, n : n + k].float().transpose(0, 1)
+    caps, index = segment_captions(data, clips, seg_of_slot, rng)
+    index_partner = index.clone()
+    for i, c in enumerate(clips):
+        index_partner[i, min(S, int(starts[i])) :] = len(caps) + i
+    caps = caps + [caption(data.partner_specs[c][int(seg_of_slot[i, first[i]])], rng, "train") for i, c in enumerate(clips)]
+    return x_partner, caps, index, index_partner
+
+
+def pair_loss(pred: torch.Tensor, pred_partner: torch.Tensor, x0: torch.Tensor, x0_partner: torch.Tensor,
+              target: torch.Tensor) -> torch.Tensor:
+    """How far the difference of two flow predictions (P, C, slots, h, w), made from the same
+    noise on a clip's and its partner's target block, is from the true one, relative to the
+    true one's size, on the target slots (P, slots). With the same noise the true flows differ
+    by exactly partner x0 - x0, whatever the noise level."""
+    tgt = target[:, None, :, None, None]
+    true = (x0_partner - x0) * tgt
+    err = ((pred - pred_partner) * tgt - true).pow(2).sum(dim=(1, 2, 3, 4))
+    return (err / true.pow(2).sum(dim=(1, 2, 3, 4)).clamp_min(1e-3)).mean()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
@@ -451,6 +498,9 @@ def main() -> None:
                     help="for --shape-weight: scripts/train_shape_probe.py's output for these latents")
     ap.add_argument("--shape-weight", type=float, default=0.0,
                     help="weight of the shape probe's cross-entropy on the target block's x0; 0 = off")
+    ap.add_argument("--pair-weight", type=float, default=0.0,
+                    help="weight of the shape-pair loss (needs shards from prepare_latents.py --partners)")
+    ap.add_argument("--pair-samples", type=int, default=6, help="samples per batch given a partner for --pair-weight")
     ap.add_argument("--caption-dropout", type=float, default=0.0,
                     help="share of samples trained with the empty caption (every slot), so the model also "
                          "learns the unconditional prediction that classifier-free guidance "
@@ -479,7 +529,7 @@ def main() -> None:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step", "loss_pixel", "loss_adv",
-                         "loss_critic", "loss_shape", "loss_pixel_adv", "loss_pixel_critic"])
+                         "loss_critic", "loss_shape", "loss_pixel_adv", "loss_pixel_critic", "loss_pair"])
     critics = {}
     if args.adv_weight:
         critics["critic"] = Critic(cfg.model.out_channels, cfg.model.text_dim)
@@ -509,6 +559,8 @@ def main() -> None:
     text_model, tok = load_minilm()
     bank = CaptionBank(HFTextEncoder(text_model, tok, cfg.text.max_length))
     data = Data(args.data)
+    if args.pair_weight and data.partner_latents is None:
+        raise SystemExit("--pair-weight needs partner clips: make the shards with prepare_latents.py --partners")
     probe = load_probe(args.shape_probe) if args.shape_weight else None
     pixel = None
     if args.pixel_weight or args.pixel_adv_weight:
@@ -526,7 +578,7 @@ def main() -> None:
     t_last = steps_t[-1]
     for step in range(start, args.steps):
         t0 = run.elapsed
-        clips, x0, masks, target, seg_of_slot, _ = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample)
+        clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample)
         B = args.batch
         caps, index = segment_captions(data, clips, seg_of_slot, rng, args.caption_dropout)
         embeds = bank.embed(caps)
@@ -593,6 +645,19 @@ def main() -> None:
                 pixel_critic.requires_grad_(False)
                 loss_padv = -pixel_critic(fake, cls).mean()
                 pixel_critic.requires_grad_(True)
+        loss_pair = torch.zeros(())
+        if args.pair_weight:  # the same noise on a clip's and its partner's block, two captions
+            P = min(args.pair_samples, B)
+            x_partner, pair_caps, index_a, index_b = pair_batch(data, clips[:P], x_clean[:P], target[:P],
+                                                                seg_of_slot[:P], starts[:P], S, rng)
+            sig = sigma_map[:P]
+            noise_p = noise[:P]
+            both = torch.cat([(1 - sig) * x_clean[:P] + sig * noise_p, (1 - sig) * x_partner + sig * noise_p])
+            with autocast:
+                pair_text = model.text_context(bank.embed(pair_caps)).per_frame(torch.cat([index_a, index_b]).flatten())
+                pair_pred = model(both, t[:P].repeat(2, 1), pair_text, frame_positions=positions,
+                                  frame_mask=masks[:P].repeat(2, 1, 1)).float()
+            loss_pair = pair_loss(pair_pred[:P], pair_pred[P:], x_clean[:P], x_partner, target[:P])
         loss_adv = loss_critic = loss_shape = torch.zeros(())
         if probe is not None:
             frames = target_frames(x0_hat, target, k)  # (B, C, k, h, w)
@@ -609,7 +674,7 @@ def main() -> None:
                 critic.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
         (loss + args.adv_weight * loss_adv + args.pixel_adv_weight * loss_padv
-         + args.shape_weight * loss_shape).backward()
+         + args.shape_weight * loss_shape + args.pair_weight * loss_pair).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if critic is not None:  # hinge loss: true blocks above +1, the model's below -1
@@ -639,11 +704,12 @@ def main() -> None:
             run.record(step, loss=loss.item(), loss_switch=ls, lr=lr_at(step), self_ctx=float(self_ctx),
                        sec_per_step=sec, loss_pixel=loss_pixel.item(), loss_adv=loss_adv.item(),
                        loss_critic=loss_critic.item(), loss_shape=loss_shape.item(),
-                       loss_pixel_adv=loss_padv.item(), loss_pixel_critic=loss_pcritic.item())
+                       loss_pixel_adv=loss_padv.item(), loss_pixel_critic=loss_pcritic.item(),
+                       loss_pair=loss_pair.item())
         if step % 50 == 0:
             run.log(f"step {step}/{args.steps} loss {loss.item():.4f} (pixel {loss_pixel.item():.4f}, adv {loss_adv.item():.3f}, "
                     f"critic {loss_critic.item():.3f}, shape {loss_shape.item():.3f}, pixel adv {loss_padv.item():.3f}, "
-                    f"pixel critic {loss_pcritic.item():.3f}) {sec:.1f}s/step "
+                    f"pixel critic {loss_pcritic.item():.3f}, pair {loss_pair.item():.3f}) {sec:.1f}s/step "
                     f"{run.elapsed / 60:.1f} min, {len(bank.bank)} captions")
         if (step + 1) % 50 == 0 or step + 1 == args.steps:
             run.save(step + 1, model=model, ema=ema, opt=opt, **critics)

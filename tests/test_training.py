@@ -459,3 +459,73 @@ def test_context_blur_softens_the_context_of_some_samples_and_never_the_target()
     share = ((out[:, :, :3] - ctx) * (full - ctx)).sum(dim=(1, 2, 3, 4)) / (full - ctx).pow(2).sum(dim=(1, 2, 3, 4))
     assert torch.allclose(out[:, :, :3], blur_latents(ctx, share), atol=1e-5)
     assert 0.15 < (share.abs() < 1e-6).float().mean() < 0.35 and share.max() > 0.9 and share.min() > -1e-6
+
+
+def test_partner_clips_exchange_the_shapes_along_the_same_trajectory():
+    """`prepare_latents.py --partners`: the partner is the same scene (same places, same motion,
+    same switches) with every shape exchanged, and asking for it leaves the main clip unchanged."""
+    from prepare_latents import sample_clip
+
+    from longvid.evaluate import detect_frame
+
+    plain = [sample_clip(np.random.default_rng([1, s]), 9, 64)[0] for s in range(4)]
+    for s in range(4):
+        frames, seg, specs, partner, partner_specs = sample_clip(np.random.default_rng([1, s]), 9, 64,
+                                                                  np.random.default_rng([1, s, 1]))
+        assert np.array_equal(frames, plain[s])
+        swap = {"circle": "square", "square": "circle"}
+        for a, b in zip(specs, partner_specs):
+            assert b.shape == swap.get(a.shape, b.shape) and b.shape != a.shape
+            assert b == a.__class__(**{**a.__dict__, "shape": b.shape})  # nothing else changes
+        for f in range(0, len(frames), 5):
+            mine, theirs = detect_frame(frames[f]).objects, detect_frame(partner[f]).objects
+            assert len(mine) == len(theirs)
+            for o, q in zip(sorted(mine, key=lambda o: tuple(o.centroid)), sorted(theirs, key=lambda o: tuple(o.centroid))):
+                assert np.hypot(*(o.centroid - q.centroid)) < 2.0  # triangles' centroids sit lower
+
+
+def test_pair_loss_asks_the_two_predictions_to_differ_as_the_two_true_blocks_do():
+    from train_generator import pair_loss
+
+    x0 = torch.randn(2, 3, 5, 4, 4)
+    x0_partner = x0.clone()
+    x0_partner[:, :, 3:, 1:3, 1:3] += 1.0  # the partner's shape differs in a few cells of the block
+    target = torch.zeros(2, 5, dtype=torch.bool)
+    target[:, 3:] = True
+    noise = torch.randn_like(x0)
+    v, v_partner = noise - x0, noise - x0_partner  # the true flows under the same noise
+    assert pair_loss(v, v_partner, x0, x0_partner, target) < 1e-10
+    assert torch.isclose(pair_loss(v, v, x0, x0_partner, target), torch.tensor(1.0))  # blind to the word
+    # Only the target block counts, and a shared error does not.
+    off = v.clone()
+    off[:, :, :3] += 5.0
+    assert pair_loss(off + 0.3, v_partner + 0.3, x0, x0_partner, target) < 1e-10
+    # Relative: a small object's difference counts as much as a big one's.
+    big = x0.clone()
+    big[:, :, 3:] += 2.0
+    assert torch.isclose(pair_loss(v, v, x0, big, target), torch.tensor(1.0))
+
+
+def test_pair_batch_takes_the_partners_block_and_switches_the_caption_after_the_sink(tmp_path):
+    from train_generator import Data, build_batch, pair_batch
+
+    from longvid.world import parse_prompt
+
+    n, t, k, S, W = 3, 12, 3, 2, 3
+    latents = torch.arange(n * t, dtype=torch.float16).reshape(n, t, 1, 1, 1).expand(n, t, 2, 2, 2).contiguous()
+    spec = {"shape": "circle", "colour": "red", "background": "black"}
+    torch.save({"latents": latents, "segments": torch.zeros(n, t, dtype=torch.long), "specs": [[spec]] * n,
+                "partner_latents": -latents, "partner_specs": [[{**spec, "shape": "square"}]] * n},
+               tmp_path / "shard_0000.pt")
+    data = Data(str(tmp_path / "shard_*.pt"))
+    rng = np.random.default_rng(0)
+    clips, x0, masks, target, seg, starts = build_batch(data, rng, 12, S, W, k, 0.0)
+    x_partner, caps, index_a, index_b = pair_batch(data, clips, x0, target, seg, starts, S, rng)
+    for i in range(12):
+        assert torch.equal(x_partner[:, :, ~target[i]][i], x0[:, :, ~target[i]][i])  # same context
+        assert torch.equal(x_partner[i, :, target[i]], -x0[i, :, target[i]])  # the partner's block
+        sink = min(S, int(starts[i]))
+        shapes_a = [parse_prompt(caps[j]).shape for j in index_a[i].tolist()]
+        shapes_b = [parse_prompt(caps[j]).shape for j in index_b[i].tolist()]
+        assert set(shapes_a) == {"circle"}
+        assert shapes_b == ["circle"] * sink + ["square"] * (len(shapes_b) - sink)
