@@ -12,6 +12,14 @@ target block and compare its x0 with the truth, against two baselines:
 A model that uses its context must beat `blind` by far and `copy` somewhat (objects move). Errors
 are latent MSEs over object positions (where the truth differs from the frame's median latent)
 and over all positions. No learned judge, no pixels: this isolates the generator from the decoder.
+
+`--pairs` (shards from `prepare_latents.py --partners`) instead checks whether the model draws
+the shape the caption names: for each sample, the clip's and its partner's target block (shapes
+exchanged) under the same noise, the clip's context and each one's caption. It prints, per
+denoising level, `train_generator.pair_loss` for first blocks and for continuing ones, beside
+what a model blind to the shape word would score there (1 / sigma^2: with the same noise it sees
+only the share (1 - sigma) of the difference in its input), then the sampler's blocks decoded
+and read, by prompted shape: the clip's caption, and the partner's (a shape switch at the block).
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import argparse
 import numpy as np
 import torch
 
-from train_generator import CaptionBank, Data, build_batch, prompt_context, sample_target, sampler_setup
+from train_generator import (CaptionBank, Data, build_batch, pair_batch, pair_loss, prompt_context, sample_target,
+                             sampler_setup, target_start)
 
 from longvid.config import load_config, weight_path
 from longvid.evaluate import detect_frame
@@ -76,6 +85,8 @@ def main() -> None:
     ap.add_argument("--blur-truth", type=float, nargs="+", default=[], metavar="A",
                     help="also score the true block with each share A of a 3x3 binomial blur mixed into "
                          "its latents (spatial detail only; compare with the model's row)")
+    ap.add_argument("--pairs", action="store_true",
+                    help="the shape-pair check instead (shards made with prepare_latents.py --partners)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -93,6 +104,10 @@ def main() -> None:
     data = Data(args.data)
     ae = load_autoencoder(args.autoencoder or weight_path(cfg, "vae")).eval()
     rng = np.random.default_rng(1234)
+    if args.pairs:
+        if data.partner_latents is None:
+            raise SystemExit("--pairs needs shards made with prepare_latents.py --partners")
+        return pair_check(model, bank, data, ae, rng, args, (S, W, k, steps_t, flow))
     pix: dict[str, list] = {"truth": [], "model": [], "first-step": [], "blind": []}
     shapes: list[str] = []  # the spec's shape of each scored block
     positions = torch.arange(S + W + k)
@@ -146,6 +161,54 @@ def main() -> None:
         by_shape = [a[[s == k for s in shapes], 1].mean() for k in kinds]
         print(f"| {name} | {a[:, 0].mean():.2f} | {a[:, 1].mean():.2f} | "
               + " | ".join(f"{x:.2f}" for x in by_shape) + f" | {a[:, 2].mean():.2f} |")
+
+
+@torch.no_grad()
+def pair_check(model, bank, data, ae, rng, args, setup) -> None:
+    """The `--pairs` report (module docstring)."""
+    S, W, k, steps_t, flow = setup
+    positions = torch.arange(S + W + k)
+    rel: dict[int, dict[str, list[float]]] = {j: {"first": [], "continuing": []} for j in range(len(steps_t))}
+    reads: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.samples // args.batch):
+        clips, x0, masks, target, seg, starts = build_batch(data, rng, args.batch, S, W, k, 0.0)
+        x_partner, caps, index_a, index_b = pair_batch(data, clips, x0, target, seg, starts, S, rng)
+        context = model.text_context(bank.embed(caps))
+        text_a, text_b = context.per_frame(index_a.flatten()), context.per_frame(index_b.flatten())
+        for j, tj in enumerate(steps_t):
+            t = torch.where(target, torch.full(target.shape, float(tj)), torch.zeros(target.shape))
+            sigma = flow.sigma(t)[:, None, :, None, None]
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(j))
+            v_a = model((1 - sigma) * x0 + sigma * noise, t, text_a, frame_positions=positions, frame_mask=masks).float()
+            v_b = model((1 - sigma) * x_partner + sigma * noise, t, text_b, frame_positions=positions,
+                        frame_mask=masks).float()
+            for i in range(len(clips)):
+                one = slice(i, i + 1)
+                kind = "first" if starts[i] == 0 else "continuing"
+                rel[j][kind].append(float(pair_loss(v_a[one], v_b[one], x0[one], x_partner[one], target[one])))
+        first = target_start(target)
+        pick = lambda y: torch.stack([y[i][:, target[i]] for i in range(len(clips))])  # noqa: E731
+        specs_a = [data.specs[c][int(seg[i, first[i]])] for i, c in enumerate(clips)]
+        specs_b = [data.partner_specs[c][int(seg[i, first[i]])] for i, c in enumerate(clips)]
+        drawn_a, _ = sample_target(model, x0, target, steps_t, flow, torch.Generator().manual_seed(0),
+                                   text=text_a, frame_positions=positions, frame_mask=masks)
+        drawn_b, _ = sample_target(model, x_partner, target, steps_t, flow, torch.Generator().manual_seed(0),
+                                   text=text_b, frame_positions=positions, frame_mask=masks)
+        for name, y, specs in (("truth", x0, specs_a), ("model", drawn_a, specs_a),
+                               ("truth, partner", x_partner, specs_b), ("model, partner caption", drawn_b, specs_b)):
+            for spec, right in zip(specs, pixel_scores(ae, pick(y), specs)[:, 1]):
+                reads.setdefault((name, spec.shape), []).append(float(right))
+    print(f"{args.weights}: {args.samples} teacher-forced shape pairs")
+    print("| level | pair loss, first blocks | continuing blocks | blind to the word |\n|---|---|---|---|")
+    for j, tj in enumerate(steps_t):
+        sigma = float(flow.sigma(torch.tensor(float(tj))))
+        print(f"| {tj:.0f} | {np.mean(rel[j]['first']):.2f} | {np.mean(rel[j]['continuing']):.2f} | {1 / sigma**2:.2f} |")
+    names = list(dict.fromkeys(name for name, _ in reads))
+    kinds = sorted({shape for _, shape in reads})
+    print("\n| decoded, shape read right | " + " | ".join(f"{s}s" for s in kinds) + " |\n" + "|---" * (1 + len(kinds)) + "|")
+    for name in names:
+        cells = [f"{np.mean(reads[name, s]):.2f} ({len(reads[name, s])})" if (name, s) in reads else "-" for s in kinds]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
