@@ -341,6 +341,44 @@ def silhouettes(seen: torch.Tensor, truth: torch.Tensor, min_contrast: float = 0
     return coverage(seen), coverage(truth), valid
 
 
+def corner_cover(alpha: torch.Tensor, inner: float = 0.8, points: int = 4, floor: float = 0.1, eps: float = 1e-6) -> torch.Tensor:
+    """How much of its box's corners a soft mask fills, measured wherever the object is: masks
+    (..., H, W) in [0, 1] -> mean coverage (...) of four corner patches. The box is the square
+    box the mask's own moments imply (centroid +- sqrt(3 E[dx^2]) by sqrt(3 E[dy^2]), exact for a
+    square), each patch spans `inner` to 1 of its half-sides, read by bilinear sampling at the
+    centres of a `points` x `points` grid. Coverage below `floor` is noise (as in `longvid eval`)
+    and left out. A square fills its corners (1), a disc leaves them almost empty,
+    and a rounded or blurred square falls in between, as with `longvid eval`'s corner measure."""
+    lead, (h, w) = alpha.shape[:-2], alpha.shape[-2:]
+    a = ((alpha.reshape(-1, 1, h, w) - floor) / (1 - floor)).clamp_min(0)
+    ys = torch.arange(h, dtype=a.dtype, device=a.device)[:, None] + 0.5
+    xs = torch.arange(w, dtype=a.dtype, device=a.device)[None, :] + 0.5
+    mass = a.sum(dim=(-2, -1)).clamp_min(eps)  # (n, 1)
+    cx, cy = (a * xs).sum(dim=(-2, -1)) / mass, (a * ys).sum(dim=(-2, -1)) / mass
+    hx = (3 * (a * (xs - cx[..., None, None]) ** 2).sum(dim=(-2, -1)) / mass).clamp_min(eps).sqrt()
+    hy = (3 * (a * (ys - cy[..., None, None]) ** 2).sum(dim=(-2, -1)) / mass).clamp_min(eps).sqrt()
+    frac = inner + (1 - inner) * (torch.arange(points, dtype=a.dtype, device=a.device) + 0.5) / points
+    signs = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]], dtype=a.dtype, device=a.device)
+    fy, fx = torch.meshgrid(frac, frac, indexing="ij")  # (points, points)
+    px = cx[:, :, None, None] + signs[:, 0, None, None] * fx * hx[:, :, None, None]  # (n, 4, p, p)
+    py = cy[:, :, None, None] + signs[:, 1, None, None] * fy * hy[:, :, None, None]
+    grid = torch.stack([px / w * 2 - 1, py / h * 2 - 1], dim=-1).flatten(1, 2)  # (n, 4p, p, 2)
+    cover = torch.nn.functional.grid_sample(a, grid, align_corners=False, padding_mode="zeros")
+    return cover.mean(dim=(1, 2, 3)).reshape(lead)
+
+
+def corner_loss(seen: torch.Tensor, truth: torch.Tensor, min_mass: float = 12.0) -> torch.Tensor:
+    """Squared difference of `corner_cover` between the model's and the true silhouettes (N, 1, F,
+    H, W), over frames whose true object covers at least `min_mass` pixels. Each is measured about
+    its own centroid, so unlike a pixel loss it does not pay the model for hedging over where the
+    object is (the mean of a square over a few positions is a rounded square): it asks for the
+    true corners wherever the model put the object."""
+    keep = truth.sum(dim=(-2, -1)) >= min_mass
+    if not keep.any():
+        return seen.new_zeros(())
+    return (corner_cover(seen) - corner_cover(truth))[keep].pow(2).mean()
+
+
 def video_frames(video: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Crops (N, C, F, H, W) and their classes (N,) -> frames (N * F, C, H, W) and their classes."""
     return video.transpose(1, 2).flatten(0, 1), classes.repeat_interleave(video.shape[2])
@@ -491,6 +529,9 @@ def main() -> None:
     ap.add_argument("--pixel-adv-weight", type=float, default=0.0,
                     help="weight of a pixel critic's (hinge) loss on the decoded target block (PixelCritic, "
                          "crops as --pixel-crop/--pixel-samples), judged at the last inference level only")
+    ap.add_argument("--corner-weight", type=float, default=0.0,
+                    help="weight of a loss on the decoded target block's silhouettes at the last inference "
+                         "level: how much of their box's corners they fill (corner_loss), measured wherever the object is")
     ap.add_argument("--last-level-share", type=float, default=0.0,
                     help="share of samples whose target block sits at the last inference level (the one "
                          "whose x0 the viewer sees), in fresh-noise and rollout steps alike")
@@ -529,7 +570,7 @@ def main() -> None:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     run = Run(args.run, ["loss", "loss_switch", "lr", "self_ctx", "sec_per_step", "loss_pixel", "loss_adv",
-                         "loss_critic", "loss_shape", "loss_pixel_adv", "loss_pixel_critic", "loss_pair"])
+                         "loss_critic", "loss_shape", "loss_pixel_adv", "loss_pixel_critic", "loss_pair", "loss_corner"])
     critics = {}
     if args.adv_weight:
         critics["critic"] = Critic(cfg.model.out_channels, cfg.model.text_dim)
@@ -563,7 +604,7 @@ def main() -> None:
         raise SystemExit("--pair-weight needs partner clips: make the shards with prepare_latents.py --partners")
     probe = load_probe(args.shape_probe) if args.shape_weight else None
     pixel = None
-    if args.pixel_weight or args.pixel_adv_weight:
+    if args.pixel_weight or args.pixel_adv_weight or args.corner_weight:
         pixel = PixelLoss(load_autoencoder(args.autoencoder or weight_path(cfg, "vae")), args.pixel_crop,
                           args.pixel_samples)
     run.log(f"{data.n} clips x {data.t} latent frames; model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
@@ -633,7 +674,8 @@ def main() -> None:
                 loss_pixel = pixel(x0_hat, x0, target, k).float()
             loss = loss + args.pixel_weight * loss_pixel
         judged_frames = None
-        if pixel_critic is not None:  # the viewer's picture: the last level's x0 only
+        loss_corner = torch.zeros(())
+        if pixel_critic is not None or args.corner_weight:  # the viewer's picture: the last level's x0 only
             judged = (t * target).amax(dim=1) <= t_last + 1e-3
             seen, truth, samples = pixel.decode(x0_hat, x0, target, k, judged)
             if samples:
@@ -641,6 +683,10 @@ def main() -> None:
                 classes = target_shapes(data, clips, seg_of_slot, target)[samples]
                 fake, cls = video_frames(seen[valid], classes[valid])
                 judged_frames = (fake, video_frames(truth[valid], classes[valid])[0], cls) if valid.any() else None
+                if args.corner_weight and valid.any():
+                    loss_corner = corner_loss(seen[valid], truth[valid])
+            if pixel_critic is None:
+                judged_frames = None
             if judged_frames is not None and step >= args.adv_from:
                 pixel_critic.requires_grad_(False)
                 loss_padv = -pixel_critic(fake, cls).mean()
@@ -674,7 +720,8 @@ def main() -> None:
                 critic.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
         (loss + args.adv_weight * loss_adv + args.pixel_adv_weight * loss_padv
-         + args.shape_weight * loss_shape + args.pair_weight * loss_pair).backward()
+         + args.shape_weight * loss_shape + args.pair_weight * loss_pair
+         + args.corner_weight * loss_corner).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if critic is not None:  # hinge loss: true blocks above +1, the model's below -1
@@ -705,11 +752,12 @@ def main() -> None:
                        sec_per_step=sec, loss_pixel=loss_pixel.item(), loss_adv=loss_adv.item(),
                        loss_critic=loss_critic.item(), loss_shape=loss_shape.item(),
                        loss_pixel_adv=loss_padv.item(), loss_pixel_critic=loss_pcritic.item(),
-                       loss_pair=loss_pair.item())
+                       loss_pair=loss_pair.item(), loss_corner=loss_corner.item())
         if step % 50 == 0:
             run.log(f"step {step}/{args.steps} loss {loss.item():.4f} (pixel {loss_pixel.item():.4f}, adv {loss_adv.item():.3f}, "
                     f"critic {loss_critic.item():.3f}, shape {loss_shape.item():.3f}, pixel adv {loss_padv.item():.3f}, "
-                    f"pixel critic {loss_pcritic.item():.3f}, pair {loss_pair.item():.3f}) {sec:.1f}s/step "
+                    f"pixel critic {loss_pcritic.item():.3f}, pair {loss_pair.item():.3f}, corner {loss_corner.item():.4f}) "
+                    f"{sec:.1f}s/step "
                     f"{run.elapsed / 60:.1f} min, {len(bank.bank)} captions")
         if (step + 1) % 50 == 0 or step + 1 == args.steps:
             run.save(step + 1, model=model, ema=ema, opt=opt, **critics)

@@ -257,6 +257,47 @@ def test_silhouettes_read_the_object_against_its_background_whatever_the_colours
     assert not silhouettes(empty, empty)[2].any()
 
 
+def _mask(kind: str, cx: float, cy: float, half: float, size: int = 48) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    if kind == "disc":
+        return ((x - cx) ** 2 + (y - cy) ** 2 <= half * half).float()
+    square = ((x - cx).abs() <= half) & ((y - cy).abs() <= half)
+    if kind == "square":
+        return square.float()
+    r = half / 2  # rounded corners of radius half / 2
+    qx, qy = ((x - cx).abs() - (half - r)).clamp_min(0), ((y - cy).abs() - (half - r)).clamp_min(0)
+    return (square & (qx**2 + qy**2 <= r * r)).float()
+
+
+def test_corner_cover_tells_squares_from_discs_wherever_they_are():
+    """The corner measure of --corner-weight: a square fills its corners, a disc does not, a
+    rounded square is in between, and moving the object does not change the reading."""
+    from train_generator import corner_cover
+
+    square, disc, rounded = _mask("square", 20, 22, 10), _mask("disc", 20, 22, 10), _mask("rounded", 20, 22, 10)
+    c = corner_cover(torch.stack([square, disc, rounded]))
+    assert c[0] > 0.85 and c[1] < 0.1 and c[1] + 0.2 < c[2] < c[0] - 0.2
+    moved = corner_cover(torch.stack([_mask("square", 27.5, 25, 10), _mask("disc", 30, 31.5, 10)]))
+    assert torch.allclose(moved, c[:2], atol=0.08)  # hard 0/1 masks: a few pixels of aliasing
+
+
+def test_corner_loss_asks_for_the_true_corners_not_the_true_place():
+    """Against a true square, a rounded square somewhere else loses more than a square somewhere
+    else (no reward for hedging over the place), and the gradient fills the rounded corners."""
+    from train_generator import corner_loss
+
+    truth = _mask("square", 20, 20, 10)[None, None, None]  # (N, 1, F, H, W)
+    shifted = _mask("square", 26, 23, 10)[None, None, None]
+    rounded = _mask("rounded", 26, 23, 10)[None, None, None].requires_grad_(True)
+    assert corner_loss(shifted, truth) < 1e-3
+    loss = corner_loss(rounded, truth)
+    assert loss > 0.05
+    loss.backward()
+    corner = rounded.grad[..., 23 + 8, 26 + 8]  # inside the box, outside the rounded corner
+    assert corner < 0  # more coverage there lowers the loss
+    assert corner_loss(truth, truth[..., :0, :, :]) == 0  # a frame too small to judge is left out
+
+
 def test_prompt_context_gives_every_slot_its_segments_caption(tmp_path):
     """The diagnostic scripts feed the generator what inference feeds it: one prompt per segment."""
     from longvid.model import TextContext
