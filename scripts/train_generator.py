@@ -56,6 +56,13 @@ block, KV-recache semantics). The model's two predictions must differ as the two
 measured against the size of that difference, so the few latent cells where a square and a
 circle part count as much as a whole block does in the plain loss, where they are lost.
 
+`--corner-weight` judges the decoded target block at the last inference level (as the pixel
+critic does) by how much of its box's corners the object fills, `longvid eval`'s own test of a
+square, measured about the object's own centroid and extent (`corner_cover`). A pixel or latent
+loss against the true block pays the model for hedging over where the object will be, and the
+mean of a square over a few places is a rounded square; this one asks for the true corners
+wherever the model put the object.
+
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
 the model's earlier denoising steps (no grad) bring it to the level being trained, instead of
