@@ -61,7 +61,9 @@ critic does) by how much of its box's corners the object fills, `longvid eval`'s
 square, measured about the object's own centroid and extent (`corner_cover`). A pixel or latent
 loss against the true block pays the model for hedging over where the object will be, and the
 mean of a square over a few places is a rounded square; this one asks for the true corners
-wherever the model put the object.
+wherever the model put the object. `--corner-levels all` judges the x0 predicted at every level
+instead: with the deterministic sampler the first level's x0 already decides the shape that the
+later levels refine.
 
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
@@ -386,6 +388,14 @@ def corner_loss(seen: torch.Tensor, truth: torch.Tensor, min_mass: float = 12.0)
     return (corner_cover(seen) - corner_cover(truth))[keep].pow(2).mean()
 
 
+def judged_samples(t: torch.Tensor, target: torch.Tensor, t_last: float, every_level: bool = False) -> torch.Tensor:
+    """The samples (B,) whose decoded x0 the pixel critic and the corner loss judge, from the
+    timesteps (B, slots) and target flags: those whose target block sits at the last inference
+    level (the x0 the viewer sees), or with `every_level` all of them (`--corner-levels all`)."""
+    last = (t * target).amax(dim=1) <= t_last + 1e-3
+    return torch.ones_like(last) if every_level else last
+
+
 def video_frames(video: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Crops (N, C, F, H, W) and their classes (N,) -> frames (N * F, C, H, W) and their classes."""
     return video.transpose(1, 2).flatten(0, 1), classes.repeat_interleave(video.shape[2])
@@ -539,6 +549,9 @@ def main() -> None:
     ap.add_argument("--corner-weight", type=float, default=0.0,
                     help="weight of a loss on the decoded target block's silhouettes at the last inference "
                          "level: how much of their box's corners they fill (corner_loss), measured wherever the object is")
+    ap.add_argument("--corner-levels", choices=["last", "all"], default="last",
+                    help="the levels whose x0 --corner-weight judges: the last inference level (what the viewer "
+                         "sees, as the pixel critic) or every level (where the sampler decides the shape)")
     ap.add_argument("--last-level-share", type=float, default=0.0,
                     help="share of samples whose target block sits at the last inference level (the one "
                          "whose x0 the viewer sees), in fresh-noise and rollout steps alike")
@@ -607,6 +620,8 @@ def main() -> None:
     text_model, tok = load_minilm()
     bank = CaptionBank(HFTextEncoder(text_model, tok, cfg.text.max_length))
     data = Data(args.data)
+    if args.corner_levels == "all" and args.pixel_adv_weight:
+        raise SystemExit("--corner-levels all judges every level, the pixel critic only the last: use one of them")
     if args.pair_weight and data.partner_latents is None:
         raise SystemExit("--pair-weight needs partner clips: make the shards with prepare_latents.py --partners")
     probe = load_probe(args.shape_probe) if args.shape_weight else None
@@ -682,8 +697,8 @@ def main() -> None:
             loss = loss + args.pixel_weight * loss_pixel
         judged_frames = None
         loss_corner = torch.zeros(())
-        if pixel_critic is not None or args.corner_weight:  # the viewer's picture: the last level's x0 only
-            judged = (t * target).amax(dim=1) <= t_last + 1e-3
+        if pixel_critic is not None or args.corner_weight:  # the viewer's picture: the last level's x0
+            judged = judged_samples(t, target, t_last, every_level=args.corner_levels == "all")
             seen, truth, samples = pixel.decode(x0_hat, x0, target, k, judged)
             if samples:
                 seen, truth, valid = silhouettes(seen.float(), truth.float())

@@ -298,6 +298,17 @@ def test_corner_loss_asks_for_the_true_corners_not_the_true_place():
     assert corner_loss(truth, truth[..., :0, :, :]) == 0  # a frame too small to judge is left out
 
 
+def test_corner_levels_choose_the_last_levels_samples_or_all():
+    """--corner-levels: by default only samples whose target sits at the last inference level are
+    judged (the viewer's x0); `all` judges every sample, whatever its level."""
+    from train_generator import judged_samples
+
+    target = torch.tensor([[False, True, True], [False, True, True], [False, False, True]])
+    t = torch.tensor([[0.0, 625.0, 625.0], [0.0, 1000.0, 1000.0], [0.0, 0.0, 625.0]]) * target
+    assert judged_samples(t, target, 625.0).tolist() == [True, False, True]
+    assert judged_samples(t, target, 625.0, every_level=True).tolist() == [True, True, True]
+
+
 def test_prompt_context_gives_every_slot_its_segments_caption(tmp_path):
     """The diagnostic scripts feed the generator what inference feeds it: one prompt per segment."""
     from longvid.model import TextContext
