@@ -233,6 +233,17 @@ class CausalWanTransformer(WanTransformer3DModel):
             kv.append((k, v))
         return TextContext(embeds=embeds, kv=kv)
 
+    def embed_patches(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, H, W) latents -> tokens (B*F, gh*gw, dim): Wan's patch-embedding Conv3d
+        (kernel = stride = patch), computed as the equivalent matmul over flattened patches with
+        the same parameters. PyTorch's CPU bf16 kernel for that convolution returns wrong values
+        for some shapes (16 input channels, (1, 4, 4) patches: ~120 % relative error under
+        autocast in torch 2.13), and a training step under bf16 autocast would learn from them."""
+        _, p_h, p_w = self.config.patch_size
+        conv = self.patch_embedding
+        patches = rearrange(hidden_states, "b c f (h ph) (w pw) -> (b f) (h w) (c ph pw)", ph=p_h, pw=p_w)
+        return F.linear(patches, conv.weight.flatten(1), conv.bias)
+
     def _time_embedding(self, timestep: torch.Tensor, dtype: torch.dtype):
         """(B, F) timesteps -> temb (B*F, dim) and the blocks' modulation (B*F, 6, dim)."""
         emb = self.condition_embedder
@@ -294,8 +305,7 @@ class CausalWanTransformer(WanTransformer3DModel):
             mask=mask, backend=self.attention_backend,
         )
 
-        x = self.patch_embedding(hidden_states)  # (B, dim, F, gh, gw)
-        x = rearrange(x, "b c f h w -> (b f) (h w) c").contiguous()
+        x = self.embed_patches(hidden_states)  # (B*F, gh*gw, dim)
         temb, modulation = self._time_embedding(timestep, x.dtype)  # (B*F, dim), (B*F, 6, dim)
 
         for block in self.blocks:

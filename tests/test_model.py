@@ -149,3 +149,21 @@ def test_bf16_model_keeps_fp32_modules_and_tracks_fp32():
         b = half(x.bfloat16(), torch.full((3,), 500.0), half.text_context(txt)).float()
     assert b.dtype == torch.float32 and torch.isfinite(b).all()
     assert (a - b).abs().mean() < 0.05 * a.abs().mean()
+
+
+def test_patch_embedding_is_wans_conv_and_survives_cpu_bf16_autocast():
+    """The patch embedding is Wan's Conv3d (same parameters, same values in float32), and under
+    CPU bf16 autocast (how scripts/train_generator.py trains) the model still tracks float32.
+    With the Conv3d itself, PyTorch's CPU bf16 kernel for 16 channels and (1, 4, 4) patches
+    (the built-in model's shape) returns values ~120 % off, and training learned from them."""
+    kw = dict(KW, patch_size=(1, 4, 4), in_channels=16, out_channels=16)
+    torch.manual_seed(0)
+    model = CausalWanTransformer(**kw).eval()
+    x, txt = torch.randn(2, 16, 3, 8, 8), torch.randn(2, 7, 16)
+    with torch.no_grad():
+        conv = model.patch_embedding(x).flatten(3).permute(0, 2, 3, 1).flatten(0, 1)  # (B*F, T, dim)
+        assert torch.allclose(model.embed_patches(x), conv, atol=1e-5)
+        full = model(x, torch.full((3,), 700.0), model.text_context(txt))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x, torch.full((3,), 700.0), model.text_context(txt)).float()
+    assert (half - full).norm() / full.norm() < 0.05
