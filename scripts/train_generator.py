@@ -434,6 +434,17 @@ def velocity_target(x_in: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -
 
 
 @torch.no_grad()
+def autocast_drift(model, x: torch.Tensor, t: torch.Tensor, text, **kwargs) -> float:
+    """Relative difference between the model's output under CPU bf16 autocast and in float32 on
+    the same inputs: bf16's rounding gives about 0.01; a faulty bf16 kernel on the machine's
+    processor far more (docs/training.md, "Session 19")."""
+    full = model(x, t, text, **kwargs).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model(x, t, text, **kwargs).float()
+    return float((half - full).norm() / full.norm().clamp_min(1e-12))
+
+
+@torch.no_grad()
 def sampler_states(model, x_in: torch.Tensor, target: torch.Tensor, levels: torch.Tensor, steps_t: list[float],
                    flow: FlowMatch, predicted: bool, **forward) -> torch.Tensor:
     """x_in with each sample's target frames replaced by the engine sampler's state at its level
@@ -639,6 +650,19 @@ def main() -> None:
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     t_last = steps_t[-1]
+    if args.bf16:  # the training numbers must be the inference (float32) numbers, up to rounding
+        check = np.random.default_rng(0)
+        clips, x0, masks, target, seg_of_slot, _ = build_batch(data, check, 4, S, W, k, 0.0)
+        caps, index = segment_captions(data, clips, seg_of_slot, check)
+        with torch.no_grad():
+            text = model.text_context(bank.embed(caps)).per_frame(index.flatten())
+        t = torch.where(target, 1000.0, 0.0)
+        x = torch.where(target[:, None, :, None, None], torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)), x0)
+        drift = autocast_drift(model, x, t, text, frame_positions=positions, frame_mask=masks)
+        run.log(f"bf16 autocast vs float32 on one batch: {drift:.3f} relative difference")
+        if drift > 0.05:
+            raise SystemExit(f"bf16 autocast changes the model's output by {drift:.0%} against float32 on this "
+                             "machine (a faulty bf16 kernel?): train with --no-bf16")
     for step in range(start, args.steps):
         t0 = run.elapsed
         clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample)

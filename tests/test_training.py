@@ -309,6 +309,26 @@ def test_corner_levels_choose_the_last_levels_samples_or_all():
     assert judged_samples(t, target, 625.0, every_level=True).tolist() == [True, True, True]
 
 
+def test_autocast_drift_tells_bf16_rounding_from_a_faulty_kernel(monkeypatch):
+    """train_generator refuses to train under bf16 autocast when it changes the model's output
+    beyond rounding, as PyTorch's CPU bf16 Conv3d patch embedding did on an AMX processor: here a
+    stand-in input layer that goes wrong only under autocast."""
+    from train_generator import autocast_drift
+
+    from longvid.model import CausalWanTransformer
+
+    torch.manual_seed(0)
+    model = CausalWanTransformer(patch_size=(1, 4, 4), num_attention_heads=2, attention_head_dim=12, in_channels=16,
+                                 out_channels=16, text_dim=16, freq_dim=32, ffn_dim=32, num_layers=2).eval()
+    x, t = torch.randn(2, 16, 3, 8, 8), torch.full((2, 3), 700.0)
+    text = model.text_context(torch.randn(2, 7, 16))
+    assert autocast_drift(model, x, t, text) < 0.05
+    right = model.embed_patches
+    monkeypatch.setattr(model, "embed_patches",
+                        lambda h: right(h).flip(-1) if torch.is_autocast_enabled("cpu") else right(h))
+    assert autocast_drift(model, x, t, text) > 0.05
+
+
 def test_prompt_context_gives_every_slot_its_segments_caption(tmp_path):
     """The diagnostic scripts feed the generator what inference feeds it: one prompt per segment."""
     from longvid.model import TextContext
