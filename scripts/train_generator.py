@@ -653,9 +653,8 @@ def main() -> None:
     if args.bf16:  # the training numbers must be the inference (float32) numbers, up to rounding
         check = np.random.default_rng(0)
         clips, x0, masks, target, seg_of_slot, _ = build_batch(data, check, 4, S, W, k, 0.0)
-        caps, index = segment_captions(data, clips, seg_of_slot, check)
         with torch.no_grad():
-            text = model.text_context(bank.embed(caps)).per_frame(index.flatten())
+            text = prompt_context(model, bank, data, clips, seg_of_slot, check)
         t = torch.where(target, 1000.0, 0.0)
         x = torch.where(target[:, None, :, None, None], torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)), x0)
         drift = autocast_drift(model, x, t, text, frame_positions=positions, frame_mask=masks)
@@ -721,7 +720,7 @@ def main() -> None:
             loss = loss + args.pixel_weight * loss_pixel
         judged_frames = None
         loss_corner = torch.zeros(())
-        if pixel_critic is not None or args.corner_weight:  # the viewer's picture: the last level's x0
+        if pixel_critic is not None or args.corner_weight:  # the decoded x0 of the judged samples
             judged = judged_samples(t, target, t_last, every_level=args.corner_levels == "all")
             seen, truth, samples = pixel.decode(x0_hat, x0, target, k, judged)
             if samples:
