@@ -91,7 +91,7 @@ from longvid.loading import load_autoencoder, load_into, load_minilm, read_state
 from longvid.model import build_transformer
 from longvid.schedule import FlowMatch, make_schedule
 from longvid.text import HFTextEncoder
-from longvid.world import SHAPES, SceneSpec, caption
+from longvid.world import MOTIONS, SHAPES, SceneSpec, caption
 
 
 class CaptionBank:
@@ -161,18 +161,47 @@ def prompt_context(model, bank: CaptionBank, data: Data, clips, seg_of_slot: tor
     return model.text_context(bank.embed(caps)).per_frame(index.flatten())
 
 
+def motion_clip_weights(data: Data, factors: dict[str, float]) -> np.ndarray:
+    """Sampling probability of each clip when the motions in `factors` are drawn that many times as
+    often: a clip's weight is 1 plus, per motion, (factor - 1) x the share of its latent frames whose
+    segment has that motion. The hardest motion (circling) is rare in the stream of training steps."""
+    weights = np.ones(data.n)
+    for c in range(data.n):
+        motions = [data.specs[c][int(s)].motion for s in data.segments[c]]
+        for motion, factor in factors.items():
+            weights[c] += (factor - 1.0) * motions.count(motion) / len(motions)
+    return weights / weights.sum()
+
+
+def parse_oversample(items: list[str]) -> dict[str, float]:
+    """`["circling=2"]` -> {"circling": 2.0}, with a clear error for unknown motions or bad factors."""
+    factors = {}
+    for item in items:
+        motion, _, value = item.partition("=")
+        if motion not in MOTIONS:
+            raise SystemExit(f"--oversample-motion {item}: unknown motion {motion!r}; use one of {', '.join(MOTIONS)}")
+        try:
+            factors[motion] = float(value)
+        except ValueError:
+            raise SystemExit(f"--oversample-motion {item}: write MOTION=FACTOR, e.g. circling=2") from None
+        if factors[motion] <= 0:
+            raise SystemExit(f"--oversample-motion {item}: the factor must be positive")
+    return factors
+
+
 def build_batch(data: Data, rng: np.random.Generator, batch: int, S: int, W: int, k: int,
-                switch_oversample: float):
+                switch_oversample: float, clip_weights: np.ndarray | None = None):
     """Sample `batch` inference steps -> clip index per sample, latents (B, C, slots, h, w), slot
     masks (B, slots, slots), target slot flags (B, slots), caption segment per slot (B, slots),
-    the clip latent frame where each sample's target block starts (B,)."""
+    the clip latent frame where each sample's target block starts (B,). Clips are drawn uniformly,
+    or with `clip_weights` (see `motion_clip_weights`)."""
     slots = S + W + k
     blocks = data.t // k
     x0 = torch.zeros(batch, data.latents.shape[2], slots, *data.latents.shape[3:])
     masks = torch.zeros(batch, slots, slots, dtype=torch.bool)
     target = torch.zeros(batch, slots, dtype=torch.bool)
     seg_of_slot = torch.zeros(batch, slots, dtype=torch.long)
-    clips = rng.integers(data.n, size=batch)
+    clips = rng.integers(data.n, size=batch) if clip_weights is None else rng.choice(data.n, size=batch, p=clip_weights)
     starts = torch.zeros(batch, dtype=torch.long)
     for i, c in enumerate(clips):
         seg = data.segments[c]
@@ -536,6 +565,8 @@ def main() -> None:
     ap.add_argument("--self-context-from", type=int, default=800)
     ap.add_argument("--uniform-t-prob", type=float, default=0.2)
     ap.add_argument("--switch-oversample", type=float, default=0.3)
+    ap.add_argument("--oversample-motion", nargs="*", default=[], metavar="MOTION=FACTOR",
+                    help="draw clips with this motion FACTOR times as often, e.g. circling=2")
     ap.add_argument("--object-weight", type=float, default=3.0,
                     help="extra loss weight on latent positions that hold an object (they cover ~8%%)")
     ap.add_argument("--pixel-weight", type=float, default=0.0,
@@ -643,6 +674,12 @@ def main() -> None:
     run.log(f"{data.n} clips x {data.t} latent frames; model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
             f"params; slots {slots}; timesteps {[round(t, 1) for t in steps_t]}")
     rng = np.random.default_rng([args.seed, start])
+    factors = parse_oversample(args.oversample_motion)
+    clip_weights = motion_clip_weights(data, factors) if factors else None
+    if factors:
+        share = {m: float(sum(clip_weights[c] * sum(data.specs[c][int(s)].motion == m for s in data.segments[c])
+                              / data.t for c in range(data.n))) for m in factors}
+        run.log("oversampled motions, share of sampled frames: " + ", ".join(f"{m} {v:.2f}" for m, v in share.items()))
     positions = torch.arange(slots)
 
     def lr_at(step: int) -> float:
@@ -664,7 +701,8 @@ def main() -> None:
                              "machine (a faulty bf16 kernel?): train with --no-bf16")
     for step in range(start, args.steps):
         t0 = run.elapsed
-        clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample)
+        clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample,
+                                                                     clip_weights)
         B = args.batch
         caps, index = segment_captions(data, clips, seg_of_slot, rng, args.caption_dropout)
         embeds = bank.embed(caps)

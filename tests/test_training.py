@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -115,6 +116,30 @@ def test_build_batch_reports_where_each_target_block_starts(tmp_path):
         block = x0[i, 0, target[i], 0, 0]
         expected = clips[i] * t + starts[i] + torch.arange(k)
         assert torch.equal(block, expected.float()), (i, block, expected)
+
+
+def test_oversampled_motion_is_drawn_that_much_more_often(tmp_path):
+    """`--oversample-motion circling=3`: a clip that circles throughout is drawn 3x as often as one
+    that never does, a clip circling half the time 2x; no factor leaves clips uniform."""
+    from train_generator import Data, build_batch, motion_clip_weights, parse_oversample
+
+    n, t, k = 3, 12, 3
+    latents = torch.zeros(n, t, 1, 2, 2, dtype=torch.float16)
+    segments = torch.zeros(n, t, dtype=torch.long)
+    segments[2, t // 2:] = 1
+    still = {"shape": "circle", "colour": "red", "background": "black", "motion": "still"}
+    circling = {**still, "motion": "circling"}
+    torch.save({"latents": latents, "segments": segments, "specs": [[still], [circling], [still, circling]]},
+               tmp_path / "shard_0000.pt")
+    data = Data(str(tmp_path / "shard_*.pt"))
+    weights = motion_clip_weights(data, parse_oversample(["circling=3"]))
+    np.testing.assert_allclose(weights, np.array([1.0, 3.0, 2.0]) / 6.0)
+    clips = build_batch(data, np.random.default_rng(0), 3000, 2, 3, k, 0.0, weights)[0]
+    np.testing.assert_allclose(np.bincount(clips, minlength=n) / 3000, weights, atol=0.03)
+    np.testing.assert_allclose(motion_clip_weights(data, {"circling": 1.0}), np.full(n, 1 / n))
+    for bad in (["spinning=2"], ["circling"], ["circling=0"]):
+        with pytest.raises(SystemExit, match="--oversample-motion"):
+            parse_oversample(bad)
 
 
 def test_segment_captions_share_a_caption_per_segment_and_drop_whole_samples(tmp_path):
