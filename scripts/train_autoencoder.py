@@ -39,10 +39,23 @@ from longvid.world import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, SIZES, SceneSp
 OBJECT_WEIGHT = 10.0
 
 
-def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int) -> torch.Tensor:
+def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
+                 motion_share: dict[str, float] | None = None) -> torch.Tensor:
+    """`batch` world clips of `frames` frames (half of them switching mid-clip), cropped to `crop`.
+    `motion_share` {motion: p}: that share of the clips is one unswitched scene with that motion
+    (the decoder's hardest motion, circling, needs more than the world's 1 in 7)."""
     clips = []
+    forced = list((motion_share or {}).items())
     for _ in range(batch):
-        if rng.random() < 0.5:
+        u, motion = rng.random(), None
+        for name, p in forced:
+            if u < p:
+                motion = name
+                break
+            u -= p
+        if motion is not None:
+            clip, _ = make_clip(dataclasses.replace(random_spec(rng), motion=motion), frames, rng, size)
+        elif rng.random() < 0.5:
             clip = sample_switching_clip(rng, frames, 1, size=size, min_segment_frames=2).frames
         else:
             clip, _ = make_clip(random_spec(rng), frames, rng, size)
@@ -156,6 +169,8 @@ def main() -> None:
                          "blur a generator's blocks have (docs/training.md, session 13)")
     ap.add_argument("--finetune", action="store_true",
                     help="train encoder and decoder starting from --init (the latent space moves)")
+    ap.add_argument("--motion-share", nargs="*", default=[], metavar="MOTION=P",
+                    help="this share of training clips has that motion, e.g. circling=0.4")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"))
@@ -185,6 +200,7 @@ def main() -> None:
         ap.error("--report-blur only changes a --report run: add --report AUTOENCODER, or drop --report-blur")
     if args.finetune and args.decoder_only:
         ap.error("--finetune trains the encoder too; --decoder-only freezes it: pick one")
+    motion_share = parse_motion_share(ap, args.motion_share)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.report:
@@ -214,7 +230,7 @@ def main() -> None:
     for step in range(start, 0 if args.export_only else total):
         full = step >= total - args.full_steps
         batch = args.batch // 2 if full else args.batch
-        x = sample_batch(rng, batch, args.frames, args.size, args.size if full else args.crop)
+        x = sample_batch(rng, batch, args.frames, args.size, args.size if full else args.crop, motion_share)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with torch.set_grad_enabled(not args.decoder_only):
@@ -259,6 +275,25 @@ def main() -> None:
     save_autoencoder(ae, args.out)
     run.log(f"exported {args.out}: latent mean {ae.latents_mean.tolist()} std {ae.latents_std.tolist()}; "
             f"held-out L1 {err:.4f} ({err * 127.5:.2f} grey levels); {report(ae, args.size)}")
+
+
+def parse_motion_share(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, float]:
+    """["circling=0.4"] -> {"circling": 0.4}; unknown motions, bad numbers or shares summing past 1
+    are a usage error naming the fix."""
+    share = {}
+    for item in items:
+        motion, _, value = item.partition("=")
+        if motion not in MOTIONS:
+            ap.error(f"--motion-share {item}: unknown motion {motion!r}; use one of {', '.join(MOTIONS)}")
+        try:
+            share[motion] = float(value)
+        except ValueError:
+            ap.error(f"--motion-share {item}: write MOTION=P with P a share, e.g. circling=0.4")
+        if not 0.0 <= share[motion] <= 1.0:
+            ap.error(f"--motion-share {item}: the share must be between 0 and 1")
+    if sum(share.values()) > 1.0:
+        ap.error("--motion-share: the shares add up to more than 1")
+    return share
 
 
 def report(ae: CausalAutoencoder, size: int, blur: float = 0.0) -> str:

@@ -541,6 +541,33 @@ def test_report_blur_without_report_is_refused_before_any_training(tmp_path):
     assert not (tmp_path / "run").exists() and not (tmp_path / "ae.safetensors").exists()
 
 
+def test_motion_share_sets_the_motion_of_that_share_of_autoencoder_clips(monkeypatch):
+    """`--motion-share circling=0.5`: half the training clips circle (the world alone: 1 in 7),
+    the rest are drawn as before; bad shares are refused with the fix named."""
+    import argparse
+
+    import train_autoencoder
+
+    motions = []
+    real = train_autoencoder.make_clip
+
+    def recording(spec, *args, **kwargs):
+        motions.append(spec.motion)
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(train_autoencoder, "make_clip", recording)
+    x = train_autoencoder.sample_batch(np.random.default_rng(0), 400, 5, 16, 16, {"circling": 0.5})
+    assert x.shape == (400, 3, 5, 16, 16)
+    forced = [m for m in motions if m == "circling"]
+    # 0.5 forced + 1/7 of the other half's unswitched clips (switching clips are not recorded)
+    assert 0.45 < len(forced) / 400 < 0.62, len(forced)
+    ap = argparse.ArgumentParser()
+    assert train_autoencoder.parse_motion_share(ap, ["circling=0.4", "still=0.1"]) == {"circling": 0.4, "still": 0.1}
+    for bad in (["spinning=0.5"], ["circling=half"], ["circling=2"], ["circling=0.6", "still=0.6"]):
+        with pytest.raises(SystemExit):
+            train_autoencoder.parse_motion_share(ap, bad)
+
+
 def test_context_blur_softens_the_context_of_some_samples_and_never_the_target():
     from train_generator import blur_context
     from trainutil import blur_latents
