@@ -7,6 +7,7 @@ figures themselves come from scripts/eval_builtin.py (docs/builtin-model.md)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 import yaml
@@ -43,3 +44,20 @@ def test_the_built_in_model_follows_its_prompts_and_a_switch(tmp_path, monkeypat
     assert switch["changed"] == ["background"] and switch["latency_seconds"] is not None
     assert switch["latency_seconds"] <= 1.0 and not switch["teleport"], switch
     assert report["motion"]["freeze"]["frozen_share"] < 0.1
+
+
+def test_the_candidate_circling_decoder_keeps_the_default_latent_space():
+    """`autoencoder-circling.safetensors` (docs/builtin-model.md, "Session 21") is only a retuned
+    decoder: the default generator's latents mean the same to it only while its encoder and latent
+    statistics are the default autoencoder's, byte for byte."""
+    from longvid.loading import load_autoencoder
+
+    shapes = Path(__file__).resolve().parents[1] / "longvid" / "weights" / "shapes"
+    default = load_autoencoder(shapes / "autoencoder.safetensors")
+    candidate = load_autoencoder(shapes / "autoencoder-circling.safetensors")
+    assert torch.equal(default.latents_mean, candidate.latents_mean)
+    assert torch.equal(default.latents_std, candidate.latents_std)
+    for (name, a), (_, b) in zip(default.encoder.state_dict().items(), candidate.encoder.state_dict().items()):
+        assert torch.equal(a, b), name
+    decoders = zip(default.decoder.state_dict().values(), candidate.decoder.state_dict().values())
+    assert any(not torch.equal(a, b) for a, b in decoders)
