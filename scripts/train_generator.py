@@ -620,6 +620,7 @@ def main() -> None:
                     help="with --init-from: copy only the tensors whose shapes match (e.g. the blocks of a "
                          "model trained on another latent space) and start the others afresh")
     args = ap.parse_args()
+    factors = parse_oversample(args.oversample_motion)  # a typo fails before any data is loaded
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -674,7 +675,6 @@ def main() -> None:
     run.log(f"{data.n} clips x {data.t} latent frames; model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
             f"params; slots {slots}; timesteps {[round(t, 1) for t in steps_t]}")
     rng = np.random.default_rng([args.seed, start])
-    factors = parse_oversample(args.oversample_motion)
     clip_weights = motion_clip_weights(data, factors) if factors else None
     if factors:
         share = {m: float(sum(clip_weights[c] * sum(data.specs[c][int(s)].motion == m for s in data.segments[c])
