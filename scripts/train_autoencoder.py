@@ -47,12 +47,7 @@ def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, c
     clips = []
     forced = list((motion_share or {}).items())
     for _ in range(batch):
-        u, motion = rng.random(), None
-        for name, p in forced:
-            if u < p:
-                motion = name
-                break
-            u -= p
+        motion = _forced_motion(rng, forced) if forced else None  # no draw without: old runs replay
         if motion is not None:
             clip, _ = make_clip(dataclasses.replace(random_spec(rng), motion=motion), frames, rng, size)
         elif rng.random() < 0.5:
@@ -64,6 +59,16 @@ def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, c
             clip = clip[:, y : y + crop, x : x + crop]
         clips.append(clip)
     return from_uint8(np.stack(clips))
+
+
+def _forced_motion(rng: np.random.Generator, forced: list[tuple[str, float]]) -> str | None:
+    """One uniform draw -> the motion whose share it falls in, or None past all of them."""
+    u = rng.random()
+    for name, p in forced:
+        if u < p:
+            return name
+        u -= p
+    return None
 
 
 def palette_error(ae: CausalAutoencoder, size: int) -> tuple[float, str]:
