@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from trainutil import REPO, Run, blur_latents, edge_loss, motion_loss, random_blur, warmup_cosine
+from trainutil import REPO, Run, blur_latents, edge_loss, motion_loss, parse_motion_values, random_blur, warmup_cosine
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame, evaluate
@@ -285,17 +285,13 @@ def main() -> None:
 def parse_motion_share(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, float]:
     """["circling=0.4"] -> {"circling": 0.4}; unknown motions, bad numbers or shares summing past 1
     are a usage error naming the fix."""
-    share = {}
-    for item in items:
-        motion, _, value = item.partition("=")
-        if motion not in MOTIONS:
-            ap.error(f"--motion-share {item}: unknown motion {motion!r}; use one of {', '.join(MOTIONS)}")
-        try:
-            share[motion] = float(value)
-        except ValueError:
-            ap.error(f"--motion-share {item}: write MOTION=P with P a share, e.g. circling=0.4")
-        if not 0.0 <= share[motion] <= 1.0:
-            ap.error(f"--motion-share {item}: the share must be between 0 and 1")
+    try:
+        share = parse_motion_values(items, "MOTION=P with P a share, e.g. circling=0.4")
+    except ValueError as error:
+        ap.error(f"--motion-share {error}")
+    for motion, p in share.items():
+        if not 0.0 <= p <= 1.0:
+            ap.error(f"--motion-share {motion}={p:g}: the share must be between 0 and 1")
     if sum(share.values()) > 1.0:
         ap.error("--motion-share: the shares add up to more than 1")
     return share

@@ -81,8 +81,8 @@ import glob
 import numpy as np
 import torch
 
-from trainutil import (REPO, Run, edge_loss, load_probe, motion_loss, object_pixel_weight, random_blur,
-                       warmup_cosine)
+from trainutil import (REPO, Run, edge_loss, load_probe, motion_loss, object_pixel_weight, parse_motion_values,
+                       random_blur, warmup_cosine)
 
 from longvid.cache import frame_mask
 from longvid.config import load_config, weight_path
@@ -91,7 +91,7 @@ from longvid.loading import load_autoencoder, load_into, load_minilm, read_state
 from longvid.model import build_transformer
 from longvid.schedule import FlowMatch, make_schedule
 from longvid.text import HFTextEncoder
-from longvid.world import MOTIONS, SHAPES, SceneSpec, caption
+from longvid.world import SHAPES, SceneSpec, caption
 
 
 class CaptionBank:
@@ -161,31 +161,32 @@ def prompt_context(model, bank: CaptionBank, data: Data, clips, seg_of_slot: tor
     return model.text_context(bank.embed(caps)).per_frame(index.flatten())
 
 
+def clip_motion_shares(data: Data, motions: list[str]) -> np.ndarray:
+    """(clips, len(motions)): the share of each clip's latent frames whose segment has each motion."""
+    shares = np.zeros((data.n, len(motions)))
+    for c in range(data.n):
+        frames = [data.specs[c][int(s)].motion for s in data.segments[c]]
+        shares[c] = [frames.count(m) / len(frames) for m in motions]
+    return shares
+
+
 def motion_clip_weights(data: Data, factors: dict[str, float]) -> np.ndarray:
     """Sampling probability of each clip when the motions in `factors` are drawn that many times as
     often: a clip's weight is 1 plus, per motion, (factor - 1) x the share of its latent frames whose
     segment has that motion. The hardest motion (circling) is rare in the stream of training steps."""
-    weights = np.ones(data.n)
-    for c in range(data.n):
-        motions = [data.specs[c][int(s)].motion for s in data.segments[c]]
-        for motion, factor in factors.items():
-            weights[c] += (factor - 1.0) * motions.count(motion) / len(motions)
+    weights = 1.0 + clip_motion_shares(data, list(factors)) @ (np.array(list(factors.values())) - 1.0)
     return weights / weights.sum()
 
 
 def parse_oversample(items: list[str]) -> dict[str, float]:
     """`["circling=2"]` -> {"circling": 2.0}, with a clear error for unknown motions or bad factors."""
-    factors = {}
-    for item in items:
-        motion, _, value = item.partition("=")
-        if motion not in MOTIONS:
-            raise SystemExit(f"--oversample-motion {item}: unknown motion {motion!r}; use one of {', '.join(MOTIONS)}")
-        try:
-            factors[motion] = float(value)
-        except ValueError:
-            raise SystemExit(f"--oversample-motion {item}: write MOTION=FACTOR, e.g. circling=2") from None
-        if factors[motion] <= 0:
-            raise SystemExit(f"--oversample-motion {item}: the factor must be positive")
+    try:
+        factors = parse_motion_values(items, "MOTION=FACTOR, e.g. circling=2")
+    except ValueError as error:
+        raise SystemExit(f"--oversample-motion {error}") from None
+    for motion, factor in factors.items():
+        if factor <= 0:
+            raise SystemExit(f"--oversample-motion {motion}={factor:g}: the factor must be positive")
     return factors
 
 
@@ -677,9 +678,9 @@ def main() -> None:
     rng = np.random.default_rng([args.seed, start])
     clip_weights = motion_clip_weights(data, factors) if factors else None
     if factors:
-        share = {m: float(sum(clip_weights[c] * sum(data.specs[c][int(s)].motion == m for s in data.segments[c])
-                              / data.t for c in range(data.n))) for m in factors}
-        run.log("oversampled motions, share of sampled frames: " + ", ".join(f"{m} {v:.2f}" for m, v in share.items()))
+        drawn = clip_weights @ clip_motion_shares(data, list(factors))
+        run.log("oversampled motions, share of sampled frames: "
+                + ", ".join(f"{m} {v:.2f}" for m, v in zip(factors, drawn)))
     positions = torch.arange(slots)
 
     def lr_at(step: int) -> float:

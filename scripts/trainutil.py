@@ -17,7 +17,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from longvid.world import SHAPES  # noqa: E402  (after the path: scripts/ run from anywhere)
+from longvid.world import MOTIONS, SHAPES  # noqa: E402  (after the path: scripts/ run from anywhere)
 
 
 class Run:
@@ -173,3 +173,18 @@ def random_blur(x: torch.Tensor, max_share: float) -> torch.Tensor:
     if not max_share:
         return x
     return blur_latents(x, torch.rand(x.shape[0]) * max_share * (torch.rand(x.shape[0]) < 0.75))
+
+
+def parse_motion_values(items: list[str], form: str) -> dict[str, float]:
+    """The scripts' MOTION=VALUE options: ["circling=2"] -> {"circling": 2.0}. A ValueError names
+    the bad item and the expected `form`; each option adds its own bounds and way of failing."""
+    values = {}
+    for item in items:
+        motion, _, value = item.partition("=")
+        if motion not in MOTIONS:
+            raise ValueError(f"{item}: unknown motion {motion!r}; use one of {', '.join(MOTIONS)}")
+        try:
+            values[motion] = float(value)
+        except ValueError:
+            raise ValueError(f"{item}: write {form}") from None
+    return values
