@@ -36,6 +36,7 @@ class AutoencoderConfig:
     temporal_factor: int = 4
     encoder_channels: tuple[int, ...] = (16, 32, 48, 64)  # at 1, 1/2, 1/4, 1/8 resolution
     decoder_channels: tuple[int, ...] = (64, 48, 24, 12)  # at 1/8, 1/4, 1/2, 1 resolution
+    decoder_latent_span: int = 1  # past latent frames the decoder's first Memory block sees
 
     @property
     def spatial_factor(self) -> int:
@@ -47,25 +48,47 @@ def _conv(c_in: int, c_out: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
 
 
 class Memory(nn.Module):
-    """x_t + f([x_t, x_{t-1}]): a residual block that sees the previous frame (causal).
+    """x_t + f([x_t, x_{t-1}, ..., x_{t-span}]): a residual block that sees the `span` previous
+    frames (causal).
 
-    Input (B, T, C, H, W) plus the state: the last frame of the previous call (B, C, H, W) or
-    None at the start of a stream (the past is then zeros).
+    Input (B, T, C, H, W) plus the state: the last frame of the previous call (B, C, H, W) for
+    span 1, the last `span` frames (B, span, C, H, W) otherwise, or None at the start of a stream
+    (the past is then zeros).
     """
 
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, span: int = 1) -> None:
         super().__init__()
-        self.mix = _conv(2 * c, c)
+        if span < 1:
+            raise ValueError(f"a Memory block sees at least 1 past frame, got span={span}")
+        self.span = span
+        self.mix = _conv((span + 1) * c, c)
         self.out = _conv(c, c)
 
     def forward(self, x: Tensor, state: list, idx: int) -> Tensor:
-        past = state[idx] if state[idx] is not None else torch.zeros_like(x[:, 0])
-        prev = torch.cat([past[:, None], x[:, :-1]], dim=1)
-        state[idx] = x[:, -1]
-        b = x.shape[0]
-        h = torch.cat([x, prev], dim=2).flatten(0, 1)
-        h = self.out(F.silu(self.mix(h)))
+        b, n = x.shape[:2]
+        past = state[idx]
+        if past is None:
+            past = x.new_zeros((b, self.span, *x.shape[2:]))
+        elif self.span == 1:
+            past = past[:, None]
+        seq = torch.cat([past, x], dim=1)  # (B, span + T, C, H, W)
+        state[idx] = seq[:, -1] if self.span == 1 else seq[:, -self.span:]
+        # frame t with its past, newest first: [x_t, x_{t-1}, ..., x_{t-span}] on channels
+        h = torch.cat([seq[:, self.span - j : self.span - j + n] for j in range(self.span + 1)], dim=2)
+        h = self.out(F.silu(self.mix(h.flatten(0, 1))))
         return F.silu(x + h.unflatten(0, (b, -1)))
+
+    def widened(self, span: int) -> "Memory":
+        """This block seeing `span` (>= its own) past frames, computing exactly what it computes
+        now: the new frames' input weights start at zero."""
+        new = Memory(self.out.in_channels, span).to(self.mix.weight)
+        c = self.out.in_channels
+        with torch.no_grad():
+            new.mix.weight.zero_()
+            new.mix.weight[:, : (self.span + 1) * c] = self.mix.weight
+            new.mix.bias.copy_(self.mix.bias)
+            new.out.load_state_dict(self.out.state_dict())
+        return new
 
 
 class TimePool(nn.Module):
@@ -135,7 +158,8 @@ class Decoder(nn.Module):
         ch = cfg.decoder_channels
         n_time = cfg.temporal_factor.bit_length() - 1
         self.inp = _conv(cfg.latent_channels, ch[0])
-        self.memory = nn.ModuleList([Memory(c) for c in ch[:-1]])
+        spans = [cfg.decoder_latent_span] + [1] * (len(ch) - 2)
+        self.memory = nn.ModuleList([Memory(c, span) for c, span in zip(ch[:-1], spans)])
         self.grow = nn.ModuleList([TimeGrow(c, 2) for c in ch[:n_time]])
         self.up = nn.ModuleList([_conv(a, b) for a, b in zip(ch, ch[1:])])
         self.out = _conv(ch[-1], 3)

@@ -157,6 +157,20 @@ def with_fresh_decoder(ae: CausalAutoencoder, channels: tuple[int, ...]) -> Caus
     return new
 
 
+def with_wider_latent_memory(ae: CausalAutoencoder, span: int) -> CausalAutoencoder:
+    """`ae` with its decoder's first Memory block seeing `span` past latent frames, computing
+    the same video as `ae` until trained (the new inputs start at zero)."""
+    if span < ae.cfg.decoder_latent_span:
+        raise ValueError(f"the decoder already sees {ae.cfg.decoder_latent_span} past latent frames; "
+                         f"a span of {span} would drop some")
+    new = CausalAutoencoder(dataclasses.replace(ae.cfg, decoder_latent_span=span))
+    new.decoder.memory[0] = ae.decoder.memory[0].widened(span)
+    kept = {k: v for k, v in ae.state_dict().items() if not k.startswith("decoder.memory.0.")}
+    missing, unexpected = new.load_state_dict(kept, strict=False)
+    assert not unexpected and all(k.startswith("decoder.memory.0.") for k in missing)
+    return new
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=str(REPO / "runs" / "autoencoder"))
@@ -191,6 +205,10 @@ def main() -> None:
     ap.add_argument("--decoder-channels", type=int, nargs=4, default=None, metavar="C",
                     help="with --decoder-only: a fresh decoder of these widths (1/8, 1/4, 1/2, 1 resolution) "
                          "instead of --init's; the encoder and latent space stay --init's")
+    ap.add_argument("--decoder-latent-span", type=int, default=None, metavar="N",
+                    help="with --decoder-only: the decoder's first block sees N past latent frames "
+                         "(--init's sees 1), so it can draw curved paths inside a latent frame; starts "
+                         "out computing what --init's decoder does")
     ap.add_argument("--init", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"),
                     help="with --decoder-only: the autoencoder whose encoder is kept")
     ap.add_argument("--report", metavar="AUTOENCODER", default=None,
@@ -201,6 +219,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.decoder_channels and not args.decoder_only:
         ap.error("--decoder-channels replaces the decoder of --init: add --decoder-only")
+    if args.decoder_latent_span is not None and not args.decoder_only:
+        ap.error("--decoder-latent-span widens the decoder of --init: add --decoder-only")
+    if args.decoder_latent_span is not None and args.decoder_latent_span < 1:
+        ap.error(f"--decoder-latent-span must be at least 1, got {args.decoder_latent_span}")
     if args.report_blur and not args.report:
         ap.error("--report-blur only changes a --report run: add --report AUTOENCODER, or drop --report-blur")
     if args.finetune and args.decoder_only:
@@ -217,6 +239,8 @@ def main() -> None:
         ae = load_autoencoder(args.init)
         if args.decoder_channels:
             ae = with_fresh_decoder(ae, tuple(args.decoder_channels))
+        if args.decoder_latent_span is not None:
+            ae = with_wider_latent_memory(ae, args.decoder_latent_span)
         ae.encoder.requires_grad_(False)
         trained = ae.decoder
     else:

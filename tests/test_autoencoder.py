@@ -45,6 +45,58 @@ def test_streamed_decode_equals_one_shot(split):
     assert whole.shape[2] == 4 * sum(split) - 3
 
 
+SPAN_CFG = AutoencoderConfig(latent_channels=4, encoder_channels=(4, 6, 8, 8), decoder_channels=(8, 6, 4, 4),
+                             decoder_latent_span=3)
+
+
+@pytest.mark.parametrize("split", [[1, 3, 2], [1, 1, 1, 1, 1, 1], [2, 4]])
+def test_a_decoder_seeing_several_past_latents_streams_and_saves_like_one_shot(split, tmp_path):
+    torch.manual_seed(0)
+    ae = CausalAutoencoder(SPAN_CFG).eval()
+    z = torch.randn(1, 4, sum(split), 4, 4)
+    with torch.no_grad():
+        whole = ae.decode(z)
+    dec = AutoencoderStreamingDecoder(ae)
+    parts, i = [], 0
+    for n in split:
+        parts.append(dec.decode(z[:, :, i : i + n]))
+        i += n
+    assert torch.allclose(torch.cat(parts, dim=2), whole, atol=1e-6)
+    # the first block sees latents t-3..t; the blocks above it one more (their own past frame):
+    # a change to latent 1 reaches the frames of latent 5 and stops there
+    z = torch.randn(1, 4, 7, 4, 4)
+    z2 = z.clone()
+    z2[:, :, 1] += 1.0
+    with torch.no_grad():
+        a, b = ae.decode(z), ae.decode(z2)
+    frames_of = lambda t: slice(4 * t - 3, 4 * t + 1)  # noqa: E731  (latent t >= 1)
+    assert not torch.allclose(a[:, :, frames_of(5)], b[:, :, frames_of(5)])
+    assert torch.equal(a[:, :, frames_of(6)], b[:, :, frames_of(6)])
+    narrow = CausalAutoencoder(CFG).eval()  # span 1: latent 1 stops at latent 3
+    with torch.no_grad():
+        assert torch.equal(narrow.decode(z)[:, :, frames_of(4)], narrow.decode(z2)[:, :, frames_of(4)])
+    path = tmp_path / "span.safetensors"
+    save_autoencoder(ae, path)
+    assert load_autoencoder(path).cfg.decoder_latent_span == 3
+
+
+def test_widening_a_memory_block_keeps_what_it_computes_until_trained():
+    from longvid.autoencoder import Memory
+
+    torch.manual_seed(0)
+    old = Memory(6).eval()
+    new = old.widened(3)
+    x = torch.randn(2, 5, 6, 4, 4)
+    s_old, s_new = [None], [None]
+    with torch.no_grad():
+        assert torch.allclose(new(x, s_new, 0), old(x, s_old, 0), atol=1e-6)
+        assert torch.allclose(new(x[:, :2], s_new, 0), old(x[:, :2], s_old, 0), atol=1e-6)
+    assert new.mix.weight.shape[1] == 4 * 6
+    with torch.no_grad():  # the new inputs are live: training can use them
+        new.mix.weight[:, 12:] = 0.1
+        assert not torch.allclose(new(x, [None], 0), old(x, [None], 0))
+
+
 def test_decode_is_causal():
     ae = tiny()
     z = torch.randn(1, 4, 4, 4, 4)

@@ -653,3 +653,23 @@ def test_pair_batch_takes_the_partners_block_and_switches_the_caption_after_the_
         shapes_b = [parse_prompt(caps[j]).shape for j in index_b[i].tolist()]
         assert set(shapes_a) == {"circle"}
         assert shapes_b == ["circle"] * sink + ["square"] * (len(shapes_b) - sink)
+
+
+def test_a_wider_latent_memory_starts_as_the_decoder_it_widens_and_never_narrows():
+    from train_autoencoder import with_wider_latent_memory
+
+    from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
+
+    torch.manual_seed(0)
+    ae = CausalAutoencoder(AutoencoderConfig(latent_channels=4, encoder_channels=(4, 6, 8, 8),
+                                             decoder_channels=(8, 6, 4, 4))).eval()
+    ae.latents_std.fill_(1.5)
+    wide = with_wider_latent_memory(ae, 2).eval()
+    assert wide.cfg.decoder_latent_span == 2 and torch.equal(wide.latents_std, ae.latents_std)
+    z = torch.randn(1, 4, 5, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(wide.decode(z), ae.decode(z), atol=1e-6)
+        video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+        assert torch.equal(wide.encode(video), ae.encode(video))  # the same latent space
+    with pytest.raises(ValueError, match="already sees 2"):
+        with_wider_latent_memory(wide, 1)
