@@ -26,7 +26,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from trainutil import REPO, Run, blur_latents, edge_loss, motion_loss, parse_motion_values, random_blur, warmup_cosine
+from trainutil import (REPO, Run, blur_latents, edge_loss, motion_loss, parse_motion_values, random_blur, track_loss,
+                       warmup_cosine)
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame, evaluate
@@ -200,6 +201,9 @@ def main() -> None:
                     help="weight of an L1 loss on image gradients (sharp corners; stage 1b uses 1)")
     ap.add_argument("--motion-weight", type=float, default=0.0,
                     help="weight of an L1 loss on frame-to-frame differences (smooth motion inside a latent frame)")
+    ap.add_argument("--track-weight", type=float, default=0.0,
+                    help="weight of a loss on the object's centroid path in pixels, its position and its "
+                         "turns frame by frame (smooth orbits, not polygons; trainutil.track_loss)")
     ap.add_argument("--latent-channels", type=int, default=AutoencoderConfig.latent_channels,
                     help="channels per latent cell (Wan's VAE has 16); ignored with --decoder-only")
     ap.add_argument("--decoder-channels", type=int, nargs=4, default=None, metavar="C",
@@ -234,7 +238,7 @@ def main() -> None:
         print(f"{args.report}: {report(load_autoencoder(args.report), args.size, args.report_blur)}")
         return
 
-    run = Run(args.run, ["loss", "l1", "mse", "lr"])
+    run = Run(args.run, ["loss", "l1", "mse", "lr"] + (["track"] if args.track_weight else []))
     if args.decoder_only:
         ae = load_autoencoder(args.init)
         if args.decoder_channels:
@@ -276,15 +280,20 @@ def main() -> None:
             loss = loss + args.edge_weight * edge_loss(y, x, weight)
         if args.motion_weight:
             loss = loss + args.motion_weight * motion_loss(y, x, weight)
+        track = track_loss(y, x, bg) if args.track_weight else None
+        if track is not None:
+            loss = loss + args.track_weight * track
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
         opt.step()
         if step % 10 == 0:
-            run.record(step, loss=loss.item(), l1=l1.item(), mse=mse.item(), lr=lr_at(step))
+            extra = {} if track is None else {"track": track.item()}
+            run.record(step, loss=loss.item(), l1=l1.item(), mse=mse.item(), lr=lr_at(step), **extra)
         if step % 50 == 0:
             run.log(f"step {step}/{total} loss {loss.item():.4f} l1 {l1.item():.4f} "
-                    f"{'full' if full else 'crop'} {run.elapsed / 60:.1f} min")
+                    + ("" if track is None else f"track {track.item():.3f} px ")
+                    + f"{'full' if full else 'crop'} {run.elapsed / 60:.1f} min")
         if (step + 1) % 100 == 0 or step + 1 == total:
             run.save(step + 1, model=ae, opt=opt)
 

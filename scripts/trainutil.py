@@ -127,6 +127,37 @@ def motion_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch
     return (w * (y.diff(dim=2) - x.diff(dim=2)).abs()).mean() / w.mean()
 
 
+def object_track(video: torch.Tensor, background: torch.Tensor, floor: float = 0.1,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft centroid of what differs from the background, per frame: (B, F, 2) in pixel indices (x, y)
+    and the mass behind it (B, F). `video` (B, 3, F, H, W) and `background` (B, 3, 1, 1, 1) in
+    [-1, 1]; differences under `floor` (summed over channels) count as background."""
+    mass = torch.relu((video - background).abs().sum(dim=1) - floor)  # (B, F, H, W)
+    h, w = video.shape[-2:]
+    ys = torch.arange(h, dtype=video.dtype, device=video.device)
+    xs = torch.arange(w, dtype=video.dtype, device=video.device)
+    total = mass.sum(dim=(2, 3))
+    cx = (mass.sum(dim=2) * xs).sum(dim=2) / total.clamp_min(1e-6)
+    cy = (mass.sum(dim=3) * ys).sum(dim=2) / total.clamp_min(1e-6)
+    return torch.stack([cx, cy], dim=-1), total
+
+
+def track_loss(y: torch.Tensor, x: torch.Tensor, background: torch.Tensor, min_mass: float = 20.0) -> torch.Tensor:
+    """Where the object is, frame by frame, in pixels: |centroid(y) - centroid(x)| plus the error
+    of the path's second differences (its turns). A polygon drawn for a circle is within a pixel
+    of it (pixel losses barely see it), but its turns come in bursts, which is what reads as
+    bouncing rather than circling. Frames where the true object is (almost) absent are left out,
+    and so are second differences across them."""
+    cy_, _ = object_track(y, background)
+    cx_, mass = object_track(x, background)
+    valid = (mass >= min_mass).to(x.dtype)  # (B, F)
+    err = (cy_ - cx_).abs().sum(dim=-1)
+    position = (valid * err).sum() / valid.sum().clamp_min(1.0)
+    v2 = valid[:, 2:] * valid[:, 1:-1] * valid[:, :-2]
+    turn = ((cy_.diff(n=2, dim=1) - cx_.diff(n=2, dim=1)).abs().sum(dim=-1) * v2).sum() / v2.sum().clamp_min(1.0)
+    return position + turn
+
+
 class ShapeProbe(torch.nn.Module):
     """Latent frames (N, C, h, w) -> shape logits (N, len(SHAPES))."""
 

@@ -38,6 +38,46 @@ def test_motion_loss_compares_frame_to_frame_changes():
     assert motion_loss(lurch, truth, 1 + 9 * (truth > 0).float()) > motion_loss(lurch, truth, weight)
 
 
+def _square_on_path(points: np.ndarray) -> torch.Tensor:
+    """(1, 3, F, 64, 64) in [-1, 1]: a white square at points[f] = (x, y) on navy."""
+    spec = SceneSpec(shape="square", colour="white", background="navy", size="small")
+    frames = np.zeros((len(points), 64, 64, 3), np.uint8)
+    frames[:] = (20, 30, 80)
+    for f, p in enumerate(points):
+        draw(frames[f], spec, np.asarray(p, np.float64)[None])
+    return from_uint8(frames[None])
+
+
+def test_track_loss_finds_the_object_and_reads_a_polygon_drawn_for_a_circle():
+    from trainutil import object_track, track_loss
+
+    angle = np.radians(7.5) * np.arange(13)
+    orbit = np.stack([32 + 20 * np.cos(angle), 32 + 20 * np.sin(angle)], axis=1)
+    truth = _square_on_path(orbit)
+    background = truth[:, :, :1, :1, :1]
+    centre, mass = object_track(truth, background)
+    # pixel-index coordinates: the world draws pixel i over [i, i + 1)
+    assert torch.allclose(centre[0], torch.tensor(orbit - 0.5, dtype=torch.float32), atol=0.3)
+    assert float(mass.min()) > 20
+    assert track_loss(truth, truth, background) == 0
+    assert track_loss(truth + 0.02, truth, background) < 0.05  # a faint colour error is not a move
+    # the same orbit as a polygon, one side per 4 frames (what a latent frame spans): corners
+    # agree, frames between lie on the chords, within a pixel of the circle
+    polygon = orbit.copy()
+    for f in range(13):
+        a, b = (f // 4) * 4, min((f // 4) * 4 + 4, 12)
+        u = 0.0 if a == b else (f - a) / (b - a)
+        polygon[f] = (1 - u) * orbit[a] + u * orbit[b]
+    assert np.abs(polygon - orbit).max() < 1.0
+    # half a pixel off on average, but its turns come in bursts: the loss counts both
+    assert track_loss(_square_on_path(polygon), truth, background) > 1.0
+    # frames where the true object is out of view are not compared (the prediction may still
+    # show it there), nor are the turns through them
+    gone = truth.clone()
+    gone[:, :, 5] = background[:, :, 0]
+    assert track_loss(truth, gone, background) < 0.05
+
+
 def test_sampler_states_follow_the_engine_sampler_to_each_level():
     """With a model that always predicts the true x0, the sampler's state at level j is the true
     latent noised to steps_t[j] with the starting noise (predicted re-noise keeps it); level 0 is
