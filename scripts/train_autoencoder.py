@@ -244,7 +244,10 @@ def main() -> None:
         if args.decoder_channels:
             ae = with_fresh_decoder(ae, tuple(args.decoder_channels))
         if args.decoder_latent_span is not None:
-            ae = with_wider_latent_memory(ae, args.decoder_latent_span)
+            try:
+                ae = with_wider_latent_memory(ae, args.decoder_latent_span)
+            except ValueError as e:
+                ap.error(f"--decoder-latent-span: {e} (--init {args.init})")
         ae.encoder.requires_grad_(False)
         trained = ae.decoder
     else:
