@@ -40,7 +40,9 @@ def test_window_shows_frames_takes_a_prompt_and_stops(display):
     from longvid.window import run_in_window
 
     pipe = tiny_pipeline()
-    session = LiveSession(LiveTimeline(single("a red ball", 30.0, 16, 4), 3))
+    # long enough that the stream cannot end on its own before the window stops it, even on a
+    # loaded machine (at 30 s it once did: stopped_at was None)
+    session = LiveSession(LiveTimeline(single("a red ball", 600.0, 16, 4), 3))
     session.pause("test")  # hold at the first frame until the window has shown it
     frames, steps = [], []
 
