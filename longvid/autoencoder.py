@@ -4,7 +4,9 @@ Wan's VAE takes seconds per block at 128x128 on a laptop CPU, so the built-in mo
 light one: per-frame 2D convolutions, with time entering only through
 
 - `Memory` blocks: a frame's features are mixed with the previous frame's (causal, one frame of
-  state; streaming carries that one frame from block to block), and
+  state; streaming carries that one frame from block to block). The decoder's first block, at
+  the latent rate, may see more past latent frames (`decoder_latent_span`, session 22), and
+  then carries that many; and
 - `TimePool` / `TimeGrow`: 4 consecutive frames <-> 1 latent frame, by channel stacking,
 
 plus a colour path: each latent cell carries a linear map of its cell's mean colour, and the

@@ -148,13 +148,14 @@ def track_loss(y: torch.Tensor, x: torch.Tensor, background: torch.Tensor, min_m
     of it (pixel losses barely see it), but its turns come in bursts, which is what reads as
     bouncing rather than circling. Frames where the true object is (almost) absent are left out,
     and so are second differences across them."""
-    cy_, _ = object_track(y, background)
-    cx_, mass = object_track(x, background)
+    path_y, _ = object_track(y, background)
+    path_x, mass = object_track(x, background)
     valid = (mass >= min_mass).to(x.dtype)  # (B, F)
-    err = (cy_ - cx_).abs().sum(dim=-1)
+    err = (path_y - path_x).abs().sum(dim=-1)
     position = (valid * err).sum() / valid.sum().clamp_min(1.0)
     v2 = valid[:, 2:] * valid[:, 1:-1] * valid[:, :-2]
-    turn = ((cy_.diff(n=2, dim=1) - cx_.diff(n=2, dim=1)).abs().sum(dim=-1) * v2).sum() / v2.sum().clamp_min(1.0)
+    turn_err = (path_y.diff(n=2, dim=1) - path_x.diff(n=2, dim=1)).abs().sum(dim=-1)
+    turn = (turn_err * v2).sum() / v2.sum().clamp_min(1.0)
     return position + turn
 
 
