@@ -211,8 +211,9 @@ def main() -> None:
                          "instead of --init's; the encoder and latent space stay --init's")
     ap.add_argument("--decoder-latent-span", type=int, default=None, metavar="N",
                     help="with --decoder-only: the decoder's first block sees N past latent frames "
-                         "(--init's sees 1), so it can draw curved paths inside a latent frame; starts "
-                         "out computing what --init's decoder does")
+                         "(at least as many as --init's; the default autoencoder's sees 1), so it can "
+                         "draw curved paths inside a latent frame; starts out computing what --init's "
+                         "decoder does")
     ap.add_argument("--init", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"),
                     help="with --decoder-only: the autoencoder whose encoder is kept")
     ap.add_argument("--report", metavar="AUTOENCODER", default=None,

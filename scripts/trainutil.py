@@ -130,8 +130,9 @@ def motion_loss(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch
 def object_track(video: torch.Tensor, background: torch.Tensor, floor: float = 0.1,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft centroid of what differs from the background, per frame: (B, F, 2) in pixel indices (x, y)
-    and the mass behind it (B, F). `video` (B, 3, F, H, W) and `background` (B, 3, 1, 1, 1) in
-    [-1, 1]; differences under `floor` (summed over channels) count as background."""
+    and the mass behind it (B, F). `video` (B, 3, F, H, W) and `background` (B, 3, 1 or F, 1, 1)
+    in [-1, 1] (per frame: a clip's background may switch); differences under `floor` (summed
+    over channels) count as background."""
     mass = torch.relu((video - background).abs().sum(dim=1) - floor)  # (B, F, H, W)
     h, w = video.shape[-2:]
     ys = torch.arange(h, dtype=video.dtype, device=video.device)

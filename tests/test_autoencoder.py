@@ -50,7 +50,7 @@ SPAN_CFG = AutoencoderConfig(latent_channels=4, encoder_channels=(4, 6, 8, 8), d
 
 
 @pytest.mark.parametrize("split", [[1, 3, 2], [1, 1, 1, 1, 1, 1], [2, 4]])
-def test_a_decoder_seeing_several_past_latents_streams_and_saves_like_one_shot(split, tmp_path):
+def test_a_decoder_seeing_several_past_latents_streams_like_one_shot(split):
     torch.manual_seed(0)
     ae = CausalAutoencoder(SPAN_CFG).eval()
     z = torch.randn(1, 4, sum(split), 4, 4)
@@ -62,6 +62,11 @@ def test_a_decoder_seeing_several_past_latents_streams_and_saves_like_one_shot(s
         parts.append(dec.decode(z[:, :, i : i + n]))
         i += n
     assert torch.allclose(torch.cat(parts, dim=2), whole, atol=1e-6)
+
+
+def test_a_decoder_seeing_several_past_latents_reaches_that_far_back_and_saves_it(tmp_path):
+    torch.manual_seed(0)
+    ae = CausalAutoencoder(SPAN_CFG).eval()
     # the first block sees latents t-3..t; the blocks above it one more (their own past frame):
     # a change to latent 1 reaches the frames of latent 5 and stops there
     z = torch.randn(1, 4, 7, 4, 4)

@@ -12,16 +12,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from trainutil import motion_loss  # noqa: E402
 
 from longvid.vae import from_uint8  # noqa: E402
-from longvid.world import SceneSpec, draw  # noqa: E402
+from longvid.world import BACKGROUNDS, SceneSpec, draw  # noqa: E402
+
+
+def _square_on_path(points, size: int = 64, background: str = "navy") -> torch.Tensor:
+    """(1, 3, F, size, size) in [-1, 1]: a small white square at points[f] = (x, y)."""
+    spec = SceneSpec(shape="square", colour="white", background=background, size="small")
+    frames = np.empty((len(points), size, size, 3), np.uint8)
+    frames[:] = BACKGROUNDS[background]
+    for f, p in enumerate(points):
+        draw(frames[f], spec, np.asarray(p, np.float64)[None])
+    return from_uint8(frames[None])
 
 
 def _moving_square(positions: list[float]) -> torch.Tensor:
-    """(1, 3, F, 32, 32) in [-1, 1]: a white square at x = positions[f]."""
-    spec = SceneSpec(shape="square", colour="white", background="black", size="small")
-    frames = np.zeros((len(positions), 32, 32, 3), np.uint8)
-    for f, x in enumerate(positions):
-        draw(frames[f], spec, np.array([[x, 16.0]]))
-    return from_uint8(frames[None])
+    """(1, 3, F, 32, 32) in [-1, 1]: a white square at x = positions[f] on black."""
+    return _square_on_path([(x, 16.0) for x in positions], size=32, background="black")
 
 
 def test_motion_loss_compares_frame_to_frame_changes():
@@ -36,16 +42,6 @@ def test_motion_loss_compares_frame_to_frame_changes():
     # Object pixels weigh more than background pixels.
     lurch = _moving_square([8, 13, 14, 15, 16])
     assert motion_loss(lurch, truth, 1 + 9 * (truth > 0).float()) > motion_loss(lurch, truth, weight)
-
-
-def _square_on_path(points: np.ndarray) -> torch.Tensor:
-    """(1, 3, F, 64, 64) in [-1, 1]: a white square at points[f] = (x, y) on navy."""
-    spec = SceneSpec(shape="square", colour="white", background="navy", size="small")
-    frames = np.zeros((len(points), 64, 64, 3), np.uint8)
-    frames[:] = (20, 30, 80)
-    for f, p in enumerate(points):
-        draw(frames[f], spec, np.asarray(p, np.float64)[None])
-    return from_uint8(frames[None])
 
 
 def test_track_loss_finds_the_object_and_reads_a_polygon_drawn_for_a_circle():
