@@ -19,10 +19,15 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from longvid import api  # noqa: E402
+from longvid.config import load_config, weight_path  # noqa: E402
+from longvid.loading import load_autoencoder  # noqa: E402
+from longvid.vae import from_uint8  # noqa: E402
+from longvid.world import SIZES, SceneSpec, make_clip  # noqa: E402
 from longvid.evaluate import detect_frame  # noqa: E402
 from longvid.world import parse_prompt  # noqa: E402
 
@@ -49,13 +54,44 @@ def read_clip(frames: list[np.ndarray], shape: str) -> dict[str, float]:
             "corners": float(np.mean(corners)) if corners else float("nan")}
 
 
+def latent_gaps(autoencoder, sizes=SIZES, seeds=(0, 1, 2), frames: int = 25) -> dict[str, dict[str, float]]:
+    """Per size, the mean latent MSE between a clip of a red circle moving right on black and
+    the same clip with one thing changed (see the module docstring)."""
+    def encode(seed: int, shift: int = 0, **change) -> torch.Tensor:
+        spec = SceneSpec(**{"shape": "circle", "colour": "red", "background": "black", "motion": "right",
+                            "size": size, **change})
+        video, _ = make_clip(spec, frames, seed)
+        with torch.no_grad():
+            return autoencoder.encode(from_uint8(np.roll(video, shift, axis=2)[None]))
+
+    changes = {"square": dict(shape="square"), "triangle": dict(shape="triangle"),
+               "moved 1 px": dict(shift=1), "moved 3 px": dict(shift=3), "orange": dict(colour="orange")}
+    out = {}
+    for size in sizes:
+        gaps = {name: [] for name in changes}
+        for seed in seeds:
+            base = encode(seed)
+            for name, change in changes.items():
+                gaps[name].append(float((encode(seed, **change) - base).pow(2).mean()))
+        out[size] = {name: float(np.mean(v)) for name, v in gaps.items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
     ap.add_argument("--prompts", nargs="+", default=list(PROMPTS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--latent-gaps", action="store_true", help="measure the autoencoder's latent gaps instead")
     args = ap.parse_args()
+    if args.latent_gaps:
+        gaps = latent_gaps(load_autoencoder(weight_path(load_config(args.config), "vae")))
+        names = list(next(iter(gaps.values())))
+        print(f"{'size':8s}" + "".join(f"{n:>12s}" for n in names))
+        for size, row in gaps.items():
+            print(f"{size:8s}" + "".join(f"{row[n]:12.4f}" for n in names))
+        return
     pipe = api.load_pipeline(args.config)
     videos: dict[tuple[str, int], np.ndarray] = {}
     print(f"{'prompt':55s} seed  right  fill  corners")

@@ -709,3 +709,20 @@ def test_a_wider_latent_memory_starts_as_the_decoder_it_widens_and_never_narrows
         assert torch.equal(wide.encode(video), ae.encode(video))  # the same latent space
     with pytest.raises(ValueError, match="already sees 2"):
         with_wider_latent_memory(wide, 1)
+
+
+def test_latent_gaps_compare_the_one_clip_with_one_thing_changed():
+    """probe_shapes.latent_gaps: with an 'encoder' that is the frames themselves (8x8 means),
+    no change gives 0, a move of 3 px is further than one of 1 px, and a triangle is further from
+    the circle than a square of about its area is."""
+    from probe_shapes import latent_gaps
+
+    class Pool:
+        def encode(self, video):
+            return torch.nn.functional.avg_pool3d(video, (1, 8, 8))
+
+    gaps = latent_gaps(Pool(), sizes=("large",), seeds=(0,), frames=2)["large"]
+    assert set(gaps) == {"square", "triangle", "moved 1 px", "moved 3 px", "orange"}
+    assert 0 < gaps["moved 1 px"] < gaps["moved 3 px"]
+    assert 0 < gaps["square"] < gaps["triangle"]
+    assert gaps["orange"] > 0
