@@ -84,6 +84,7 @@ import torch
 from trainutil import (REPO, Run, edge_loss, load_probe, motion_loss, object_pixel_weight, parse_motion_values,
                        random_blur, warmup_cosine)
 
+from longvid.api import cpu_has_native_bf16
 from longvid.cache import frame_mask
 from longvid.config import load_config, weight_path
 from longvid.evaluate import CORE_SHARE
@@ -609,7 +610,9 @@ def main() -> None:
                     help="share of samples trained with the empty caption (every slot), so the model also "
                          "learns the unconditional prediction that classifier-free guidance "
                          "(schedule.guidance) extrapolates away from")
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast; default: on where the CPU runs bf16 natively (AVX512-BF16 or AMX), "
+                         "off elsewhere, where emulated bf16 is ~20x slower than float32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="2 stalls whenever anything else runs")
     ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "transformer.safetensors"))
@@ -686,6 +689,9 @@ def main() -> None:
     def lr_at(step: int) -> float:
         return warmup_cosine(step, args.lr, args.steps, warmup=200, floor=0.1)
 
+    if args.bf16 is None:
+        args.bf16 = cpu_has_native_bf16()
+    run.log(f"bf16 autocast: {'on' if args.bf16 else 'off'} (native bf16 on this CPU: {cpu_has_native_bf16()})")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     t_last = steps_t[-1]
     if args.bf16:  # the training numbers must be the inference (float32) numbers, up to rounding
