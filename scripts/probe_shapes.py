@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from longvid import api  # noqa: E402
 from longvid.config import load_config, weight_path  # noqa: E402
+from longvid.evaluate import detect_frame  # noqa: E402
 from longvid.loading import load_autoencoder  # noqa: E402
 from longvid.vae import from_uint8  # noqa: E402
-from longvid.world import SIZES, SceneSpec, make_clip  # noqa: E402
-from longvid.evaluate import detect_frame  # noqa: E402
-from longvid.world import parse_prompt  # noqa: E402
+from longvid.world import SIZES, SceneSpec, make_clip, parse_prompt  # noqa: E402
 
 PROMPTS = (
     "a red square moving right on a black background",
