@@ -56,22 +56,26 @@ def read_clip(frames: list[np.ndarray], shape: str) -> dict[str, float]:
 def latent_gaps(autoencoder, sizes=SIZES, seeds=(0, 1, 2), frames: int = 25) -> dict[str, dict[str, float]]:
     """Per size, the mean latent MSE between a clip of a red circle moving right on black and
     the same clip with one thing changed (see the module docstring)."""
-    def encode(seed: int, shift: int = 0, **change) -> torch.Tensor:
+    def render(seed: int, size: str, **change) -> np.ndarray:
         spec = SceneSpec(**{"shape": "circle", "colour": "red", "background": "black", "motion": "right",
                             "size": size, **change})
-        video, _ = make_clip(spec, frames, seed)
-        with torch.no_grad():
-            return autoencoder.encode(from_uint8(np.roll(video, shift, axis=2)[None]))
+        return make_clip(spec, frames, seed)[0]
 
-    changes = {"square": dict(shape="square"), "triangle": dict(shape="triangle"),
-               "moved 1 px": dict(shift=1), "moved 3 px": dict(shift=3), "orange": dict(colour="orange")}
+    def encode(video: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return autoencoder.encode(from_uint8(video[None]))
+
     out = {}
     for size in sizes:
-        gaps = {name: [] for name in changes}
+        gaps: dict[str, list[float]] = {}
         for seed in seeds:
-            base = encode(seed)
-            for name, change in changes.items():
-                gaps[name].append(float((encode(seed, **change) - base).pow(2).mean()))
+            video = render(seed, size)
+            changed = {"square": render(seed, size, shape="square"), "triangle": render(seed, size, shape="triangle"),
+                       "moved 1 px": np.roll(video, 1, axis=2), "moved 3 px": np.roll(video, 3, axis=2),
+                       "orange": render(seed, size, colour="orange")}
+            base = encode(video)
+            for name, other in changed.items():
+                gaps.setdefault(name, []).append(float((encode(other) - base).pow(2).mean()))
         out[size] = {name: float(np.mean(v)) for name, v in gaps.items()}
     return out
 

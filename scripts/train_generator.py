@@ -689,9 +689,10 @@ def main() -> None:
     def lr_at(step: int) -> float:
         return warmup_cosine(step, args.lr, args.steps, warmup=200, floor=0.1)
 
+    native_bf16 = cpu_has_native_bf16()
     if args.bf16 is None:
-        args.bf16 = cpu_has_native_bf16()
-    run.log(f"bf16 autocast: {'on' if args.bf16 else 'off'} (native bf16 on this CPU: {cpu_has_native_bf16()})")
+        args.bf16 = native_bf16
+    run.log(f"bf16 autocast: {'on' if args.bf16 else 'off'} (native bf16 on this CPU: {native_bf16})")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     t_last = steps_t[-1]
     if args.bf16:  # the training numbers must be the inference (float32) numbers, up to rounding

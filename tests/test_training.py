@@ -713,8 +713,8 @@ def test_a_wider_latent_memory_starts_as_the_decoder_it_widens_and_never_narrows
 
 def test_latent_gaps_compare_the_one_clip_with_one_thing_changed():
     """probe_shapes.latent_gaps: with an 'encoder' that is the frames themselves (8x8 means),
-    no change gives 0, a move of 3 px is further than one of 1 px, and a triangle is further from
-    the circle than a square of about its area is."""
+    every change is measured (none reads 0), a move of 3 px is further than one of 1 px, and a
+    triangle is further from the circle than a square of about its area is."""
     from probe_shapes import latent_gaps
 
     class Pool:
