@@ -86,11 +86,10 @@ SWITCHABLE = ("colour", "shape", "background", "motion")
 # Object radius as a share of the frame size: small stays >= 9 px at 128 so its shape is legible,
 # large (18 px) still leaves a third of the frame to move in.
 SIZE_RADIUS = {"small": 0.07, "medium": 0.10, "large": 0.14}
-# Square half side per unit radius: the square's side is the circle's diameter (same bounding box).
-# Until session 24 it was 0.9 (the circle's area): that square differs from the circle only in
-# four small corners, as far apart in the autoencoder's latents as the circle moved by 3 px, and
-# no generator ever learned it (docs/training.md, "Session 24").
-SQUARE_HALF_SIDE = 1.0
+# Square half side per unit radius: 4 * 0.9^2 = 3.24, about the circle's pi, same visual weight.
+# 1.0 (the circle's bounding box) doubles the square's latent distance from a circle, but a
+# generator retrained on it still drew no squares (docs/training.md, "Sessions 24-25").
+SQUARE_HALF_SIDE = 0.9
 # Circumradius of the (upward, equilateral) triangle per unit radius; equal area would need 1.55
 # and stand a third taller than the circle, pushing every other shape off the walls.
 TRIANGLE_CIRCUMRADIUS = 1.3

@@ -56,7 +56,7 @@ def test_shapes_cover_their_nominal_area() -> None:
         frames, _ = clip_of(shape=shape, size="large", colour="white", background="black", frames=1)
         coverage = frames[0].astype(np.float64)[..., 0].sum() / 245.0
         radius = object_radius("large", SIZE)
-        nominal = {"circle": math.pi, "square": 4.0, "triangle": 3 * math.sqrt(3) / 4 * 1.3**2}[shape]
+        nominal = {"circle": math.pi, "square": 4 * 0.9**2, "triangle": 3 * math.sqrt(3) / 4 * 1.3**2}[shape]
         assert coverage == pytest.approx(nominal * radius**2, rel=0.03)
 
 
