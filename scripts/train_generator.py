@@ -550,6 +550,37 @@ def pair_loss(pred: torch.Tensor, pred_partner: torch.Tensor, x0: torch.Tensor, 
     return (err / true.pow(2).sum(dim=(1, 2, 3, 4)).clamp_min(1e-3)).mean()
 
 
+# Output projections of a Wan block: with these zero, the block adds nothing to the residual stream.
+BLOCK_OUTPUTS = ("attn1.to_out.0.weight", "attn1.to_out.0.bias", "attn2.to_out.0.weight", "attn2.to_out.0.bias",
+                 "ffn.net.2.weight", "ffn.net.2.bias")
+
+
+def deepen(state: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """A trained state for `model`'s deeper stack that computes what the trained model computed.
+
+    The trained blocks keep their order, spread evenly (trained block i -> block i * r, r = new
+    depth / trained depth); each block between them keeps `model`'s fresh weights but with its
+    output projections zeroed, so it starts as the identity and learns from there. Returns the
+    state and the indices of the new blocks."""
+    own = model.state_dict()
+    old = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    new = 1 + max(int(k.split(".")[1]) for k in own if k.startswith("blocks."))
+    if new % old:
+        raise SystemExit(f"--deepen: {new} layers is not a multiple of the {old} trained ones; "
+                         f"set model.num_layers to {old * max(2, new // old)} in the config")
+    r = new // old
+    out = {k: v for k, v in state.items() if not k.startswith("blocks.")}
+    added = [b for b in range(new) if b % r]
+    for b in range(new):
+        for name in (k.split(".", 2)[2] for k in own if k.startswith(f"blocks.{b}.")):
+            key = f"blocks.{b}.{name}"
+            if b % r == 0:
+                out[key] = state[f"blocks.{b // r}.{name}"]
+            else:
+                out[key] = torch.zeros_like(own[key]) if name in BLOCK_OUTPUTS else own[key].clone()
+    return out, added
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
@@ -623,6 +654,9 @@ def main() -> None:
     ap.add_argument("--init-partial", action="store_true",
                     help="with --init-from: copy only the tensors whose shapes match (e.g. the blocks of a "
                          "model trained on another latent space) and start the others afresh")
+    ap.add_argument("--deepen", action="store_true",
+                    help="with --init-from: the config has r times the trained model's layers; the trained "
+                         "blocks go to every r-th place and the blocks between start as the identity")
     args = ap.parse_args()
     factors = parse_oversample(args.oversample_motion)  # a typo fails before any data is loaded
     torch.set_num_threads(args.threads)
@@ -656,6 +690,9 @@ def main() -> None:
             fresh = sorted(k for k, v in own.items() if k not in state or state[k].shape != v.shape)
             state = {k: v if k in fresh else state[k] for k, v in own.items()}
             run.log(f"new latent space: {', '.join(fresh)} start afresh")
+        if args.deepen:
+            state, added = deepen(state, model)
+            run.log(f"deeper: blocks {added} start as the identity")
         load_into(model, state, args.init_from)
         load_into(ema, state, args.init_from)
         run.log(f"initialised from {args.init_from} (optimiser state starts afresh)")

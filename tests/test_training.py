@@ -726,3 +726,37 @@ def test_latent_gaps_compare_the_one_clip_with_one_thing_changed():
     assert 0 < gaps["moved 1 px"] < gaps["moved 3 px"]
     assert 0 < gaps["square"] < gaps["triangle"]
     assert gaps["orange"] > 0
+
+
+def test_deepen_keeps_what_the_trained_model_computes_and_trains_the_new_blocks():
+    """A 4-layer model made from a trained 2-layer one predicts exactly what it did (the new
+    blocks start as the identity), keeps the trained blocks in order, and its new blocks get a
+    gradient from the first step; a depth that is not a multiple is refused."""
+    from conftest import TEXT_DIM, tiny_config
+    from train_generator import deepen
+
+    from longvid.model import build_transformer
+
+    torch.manual_seed(0)
+    shallow = build_transformer(tiny_config().model).eval()
+    for p in shallow.parameters():  # trained-looking weights: no zero output projections
+        p.data.normal_(0.0, 0.2)
+    cfg = tiny_config(model={"num_layers": 4}).model
+    torch.manual_seed(1)
+    deep = build_transformer(cfg).eval()
+    state, added = deepen(shallow.state_dict(), deep)
+    deep.load_state_dict(state)
+    assert added == [1, 3]
+    assert torch.equal(deep.blocks[2].attn1.to_q.weight, shallow.blocks[1].attn1.to_q.weight)
+
+    x, t = torch.randn(2, cfg.in_channels, 3, 4, 4), torch.full((2, 3), 500.0)
+    emb = torch.randn(2, 5, TEXT_DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(x, t, deep.text_context(emb)), shallow(x, t, shallow.text_context(emb)))
+    deep.train()
+    deep(x, t, deep.text_context(emb)).square().mean().backward()
+    assert deep.blocks[1].ffn.net[2].weight.grad.abs().sum() > 0
+    assert deep.blocks[3].attn1.to_out[0].weight.grad.abs().sum() > 0
+
+    with pytest.raises(SystemExit, match="multiple"):
+        deepen(shallow.state_dict(), build_transformer(tiny_config(model={"num_layers": 3}).model))
