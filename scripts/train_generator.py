@@ -659,6 +659,8 @@ def main() -> None:
                          "blocks go to every r-th place and the blocks between start as the identity")
     args = ap.parse_args()
     factors = parse_oversample(args.oversample_motion)  # a typo fails before any data is loaded
+    if args.deepen and not args.init_from:
+        raise SystemExit("--deepen grows trained weights: name them with --init-from")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
