@@ -39,6 +39,9 @@ class AutoencoderConfig:
     encoder_channels: tuple[int, ...] = (16, 32, 48, 64)  # at 1, 1/2, 1/4, 1/8 resolution
     decoder_channels: tuple[int, ...] = (64, 48, 24, 12)  # at 1/8, 1/4, 1/2, 1 resolution
     decoder_latent_span: int = 1  # past latent frames the decoder's first Memory block sees
+    # The last `shape_channels` latent channels hold, per world shape, each cell's coverage by
+    # objects of that shape (scripts/train_autoencoder.py --shape-channels); 0: none
+    shape_channels: int = 0
 
     @property
     def spatial_factor(self) -> int:

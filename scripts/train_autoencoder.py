@@ -21,6 +21,7 @@ generator works with unit-scale latents. Output: longvid/weights/shapes/autoenco
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 
 import numpy as np
@@ -33,11 +34,15 @@ from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame, evaluate
 from longvid.loading import load_autoencoder, save_autoencoder
 from longvid.vae import from_uint8, to_uint8
-from longvid.world import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, SIZES, SceneSpec, caption, make_clip, random_spec,
-                           sample_switching_clip)
+from longvid.world import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, SIZES, SceneSpec, caption, draw, make_clip,
+                           random_spec, sample_switching_clip, switched_spec)
 
 
 OBJECT_WEIGHT = 10.0
+# A shape channel reads SHAPE_LEVEL where a cell is all object of its shape (before the latent
+# statistics normalise it): at 1 the decoder's inputs from it, starting at zero, learnt ~7x slower
+# than its other inputs had (session 27)
+SHAPE_LEVEL = 4.0
 
 
 def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
@@ -70,6 +75,124 @@ def _forced_motion(rng: np.random.Generator, forced: list[tuple[str, float]]) ->
             return name
         u -= p
     return None
+
+
+def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
+                       swap_share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For `--shape-channels`: `batch` clips (half of them switching mid-clip); each frame's
+    shape (B, F) as an index into SHAPES; each pixel's object coverage (B, F, H, W) in [0, 1],
+    from the truth (a background switch leaves no colour to tell objects by); and each clip's
+    stand-in: on `swap_share` of the clips the very same scene (same trajectory, colours, switch)
+    drawn with other shapes, elsewhere the clip itself. Motion in the world never depends on the
+    shape, so replaying the scene's draws with other shapes moves the objects the same way."""
+    clips, stand_ins, shapes, covers = [], [], [], []
+    for _ in range(batch):
+        spec = random_spec(rng)
+        timeline = [(0, spec)]
+        if rng.random() < 0.5:
+            timeline.append((int(rng.integers(2, frames - 1)), switched_spec(rng, spec)))
+        twin = copy.deepcopy(rng)  # the scene's own draws, replayed for the stand-in
+        clip, truth = make_clip(timeline, frames, rng, size)
+        stand_in = clip
+        if rng.random() < swap_share:
+            others = [dataclasses.replace(s, shape=_other_shape(rng, s.shape)) for _, s in timeline]
+            stand_in, _ = make_clip([(f, s) for (f, _), s in zip(timeline, others)], frames, twin, size)
+        cover = np.stack([object_cover(truth.spec_at(f), truth.positions[f], size) for f in range(frames)])
+        if crop < size:
+            y, x = rng.integers(0, size - crop + 1, size=2)
+            clip, stand_in = clip[:, y : y + crop, x : x + crop], stand_in[:, y : y + crop, x : x + crop]
+            cover = cover[:, y : y + crop, x : x + crop]
+        clips.append(clip)
+        stand_ins.append(stand_in)
+        covers.append(cover)
+        shapes.append([SHAPES.index(truth.spec_at(f).shape) for f in range(frames)])
+    return (from_uint8(np.stack(clips)), from_uint8(np.stack(stand_ins)), torch.tensor(shapes),
+            torch.from_numpy(np.stack(covers)))
+
+
+def object_cover(spec: SceneSpec, positions: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: how much of each pixel the objects of `spec` at `positions`
+    (K, 2; NaN rows absent) cover, anti-aliased as the world draws them."""
+    out = np.zeros((size, size, 3), np.uint8)
+    mask_spec = dataclasses.replace(spec, colour="white", background="black")
+    draw(out, mask_spec, positions[~np.isnan(positions).any(1)])
+    return out[..., 0].astype(np.float32) / COLOURS["white"][0]
+
+
+def _other_shape(rng: np.random.Generator, shape: str) -> str:
+    others = [s for s in SHAPES if s != shape]
+    return others[int(rng.integers(len(others)))]
+
+
+def shape_maps(cover: torch.Tensor, shapes: torch.Tensor, factor: int, tf: int) -> torch.Tensor:
+    """What `--shape-channels` asks the encoder to write in its shape channels: for each latent
+    frame (its newest pixel frame, as the colour path) and each world shape, the share of each
+    latent cell covered by objects of that shape, times SHAPE_LEVEL. Object coverage (B, 4T-3,
+    H, W) with the frames' shapes (B, 4T-3) -> (B, len(SHAPES), T, H/factor, W/factor)."""
+    cover = torch.nn.functional.avg_pool2d(cover[:, ::tf], factor)  # pixel frame 4j: latent j's newest
+    onehot = torch.nn.functional.one_hot(shapes[:, ::tf], len(SHAPES)).float()  # (B, T, S)
+    return SHAPE_LEVEL * torch.einsum("bthw,bts->bsthw", cover, onehot)
+
+
+def with_shape_channels(ae: CausalAutoencoder) -> CausalAutoencoder:
+    """`ae` with one more latent channel per world shape, decoding exactly what `ae` decodes
+    until trained: the decoder's inputs from the new channels start at zero, the encoder's new
+    outputs at a fresh initialisation, the old channels' latent statistics are kept."""
+    c, n = ae.cfg.latent_channels, len(SHAPES)
+    if ae.cfg.shape_channels:
+        raise ValueError(f"this autoencoder already has {ae.cfg.shape_channels} shape channels")
+    new = CausalAutoencoder(dataclasses.replace(ae.cfg, latent_channels=c + n, shape_channels=n))
+    state = new.state_dict()
+    for key, old in ae.state_dict().items():
+        fresh = state[key]
+        if fresh.shape == old.shape:
+            state[key] = old
+            continue
+        grown = fresh.clone() if key.startswith("encoder.out.") else torch.zeros_like(fresh)
+        if key == "latents_std":
+            grown.fill_(1.0)
+        if fresh.shape[0] != old.shape[0]:  # encoder outputs and latent statistics: new rows
+            grown[:c] = old
+        else:  # decoder inputs: new input channels
+            grown[:, :c] = old
+        state[key] = grown
+    new.load_state_dict(state)
+    return new
+
+
+def shape_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder, z: torch.Tensor, x: torch.Tensor,
+                         stand_in: torch.Tensor, shapes: torch.Tensor, cover: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The `--shape-channels` terms of a step, for clips `x` encoded to `z` by `ae`: "shape", the
+    shape channels' error from `shape_maps`; "anchor", the old channels' distance from where
+    `reference` (the autoencoder grown from) puts them; and "stand_in", the old channels the
+    decoder gets: the stand-in clip's where it differs from the clip; "maps", the shape maps."""
+    c = reference.cfg.latent_channels
+    with torch.no_grad():
+        anchor_target = reference.encode(x)
+    swapped = (stand_in != x).flatten(1).any(1).nonzero()[:, 0]
+    old = z[:, :c]
+    if len(swapped):
+        old = old.index_put((swapped,), ae.encode(stand_in[swapped])[:, :c])
+    target = shape_maps(cover, shapes, ae.spatial_factor, ae.temporal_factor)
+    return {"shape": (z[:, c:] - target).pow(2).mean(), "anchor": (z[:, :c] - anchor_target).pow(2).mean(),
+            "stand_in": old, "maps": target}
+
+
+def label_obedience(ae: CausalAutoencoder, size: int, clips: int = 24) -> float:
+    """For an autoencoder with shape channels: the share of frames that `longvid eval`'s detector
+    reads as the shape the shape channels name when the other channels come from the same scene
+    drawn with another shape (what the decoder does with a generator's round blob and the right
+    shape word)."""
+    rng = np.random.default_rng(54321)
+    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    ok = []
+    with torch.no_grad():
+        for _ in range(clips):
+            x, stand_in, shapes, _ = sample_shape_batch(rng, 1, 13, size, size, swap_share=1.0)
+            z, zs = ae.encode(x), ae.encode(stand_in)
+            video = to_uint8(ae.decode(torch.cat([zs[:, :c], z[:, c:]], dim=1)))
+            ok += [detect_frame(f).shape == SHAPES[int(s)] for f, s in zip(video, shapes[0])]
+    return float(np.mean(ok))
 
 
 def palette_error(ae: CausalAutoencoder, size: int) -> tuple[float, str]:
@@ -214,6 +337,22 @@ def main() -> None:
                          "(at least as many as --init's; the default autoencoder's sees 1), so it can "
                          "draw curved paths inside a latent frame; starts out computing what --init's "
                          "decoder does")
+    ap.add_argument("--shape-channels", action="store_true",
+                    help="grow --init's latents by one channel per shape, which the encoder learns to fill with "
+                         "each cell's coverage by objects of that shape, and train the decoder to draw the shape "
+                         "they name, also over the other channels of the same scene drawn with another shape "
+                         "(--swap-share): a generator then only has to write the shape word's channel "
+                         "(docs/training.md, session 27)")
+    ap.add_argument("--shape-weight", type=float, default=10.0,
+                    help="with --shape-channels: weight of the encoder's shape-map loss")
+    ap.add_argument("--anchor-weight", type=float, default=1.0,
+                    help="with --shape-channels: weight of a loss keeping the old channels where --init's encoder "
+                         "puts them, so a generator trained on --init's latents still fits")
+    ap.add_argument("--swap-share", type=float, default=0.5,
+                    help="with --shape-channels: share of clips decoded from the old channels of the same scene "
+                         "drawn with other shapes")
+    ap.add_argument("--shape-blur", type=float, default=0.5, metavar="A",
+                    help="with --shape-channels: --latent-blur for the shape channels")
     ap.add_argument("--init", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"),
                     help="with --decoder-only: the autoencoder whose encoder is kept")
     ap.add_argument("--report", metavar="AUTOENCODER", default=None,
@@ -230,6 +369,10 @@ def main() -> None:
         ap.error(f"--decoder-latent-span must be at least 1, got {args.decoder_latent_span}")
     if args.report_blur and not args.report:
         ap.error("--report-blur only changes a --report run: add --report AUTOENCODER, or drop --report-blur")
+    if args.shape_channels and (args.decoder_only or args.finetune):
+        ap.error("--shape-channels trains encoder and decoder from --init: drop --decoder-only / --finetune")
+    if not 0.0 <= args.swap_share <= 1.0:
+        ap.error(f"--swap-share must be between 0 and 1, got {args.swap_share}")
     if args.finetune and args.decoder_only:
         ap.error("--finetune trains the encoder too; --decoder-only freezes it: pick one")
     motion_share = parse_motion_share(ap, args.motion_share)
@@ -251,10 +394,18 @@ def main() -> None:
                 ap.error(f"--decoder-latent-span: {e} (--init {args.init})")
         ae.encoder.requires_grad_(False)
         trained = ae.decoder
+    elif args.shape_channels:
+        reference = load_autoencoder(args.init).requires_grad_(False)
+        try:
+            ae = with_shape_channels(reference)
+        except ValueError as e:
+            ap.error(f"--shape-channels: {e} (--init {args.init})")
+        trained = ae
     else:
         ae = load_autoencoder(args.init) if args.finetune else CausalAutoencoder(
             AutoencoderConfig(latent_channels=args.latent_channels))
         trained = ae
+    kept = reference.cfg.latent_channels if args.shape_channels else None
     opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=1e-4)
     start = run.resume(model=ae, opt=opt)
     rng = np.random.default_rng([args.seed, start])  # fresh but reproducible stream after resume
@@ -267,12 +418,23 @@ def main() -> None:
     for step in range(start, 0 if args.export_only else total):
         full = step >= total - args.full_steps
         batch = args.batch // 2 if full else args.batch
-        x = sample_batch(rng, batch, args.frames, args.size, args.size if full else args.crop, motion_share)
+        crop = args.size if full else args.crop
+        if kept:
+            x, stand_in, shapes, cover = sample_shape_batch(rng, batch, args.frames, args.size, crop, args.swap_share)
+        else:
+            x = sample_batch(rng, batch, args.frames, args.size, crop, motion_share)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with torch.set_grad_enabled(not args.decoder_only):
             z = ae.encode(x)
-        y = ae.decode(augment_latents(z, args.latent_noise, args.latent_blur))
+        if kept:
+            shape_terms = shape_channel_losses(ae, reference, z, x, stand_in, shapes, cover)
+            # the decoder reads the true maps, so it learns to draw from them while the encoder is
+            # still learning to write them
+            y = ae.decode(torch.cat([augment_latents(shape_terms["stand_in"], args.latent_noise, args.latent_blur),
+                                     augment_latents(shape_terms["maps"], args.latent_noise, args.shape_blur)], dim=1))
+        else:
+            y = ae.decode(augment_latents(z, args.latent_noise, args.latent_blur))
         # objects cover few pixels (and crops often miss them): weigh pixels that differ from the
         # clip's background (its top-left pixel) by OBJECT_WEIGHT, or object colours are under-fit
         bg = x[:, :, :, :1, :1]
@@ -280,6 +442,8 @@ def main() -> None:
         l1 = (weight * (y - x).abs()).mean() / weight.mean()
         mse = (weight * (y - x).pow(2)).mean() / weight.mean()
         loss = l1 + mse + (0.0 if args.decoder_only else 1e-4 * z.pow(2).mean())
+        if kept:
+            loss = loss + args.shape_weight * shape_terms["shape"] + args.anchor_weight * shape_terms["anchor"]
         if args.edge_weight:
             loss = loss + args.edge_weight * edge_loss(y, x, weight)
         if args.motion_weight:
@@ -296,6 +460,8 @@ def main() -> None:
             run.record(step, loss=loss.item(), l1=l1.item(), mse=mse.item(), lr=lr_at(step), **extra)
         if step % 50 == 0:
             run.log(f"step {step}/{total} loss {loss.item():.4f} l1 {l1.item():.4f} "
+                    + ("" if not kept else f"shape {shape_terms['shape'].item():.4f} "
+                       f"anchor {shape_terms['anchor'].item():.4f} ")
                     + ("" if track is None else f"track {track.item():.3f} px ")
                     + f"{'full' if full else 'crop'} {run.elapsed / 60:.1f} min")
         if (step + 1) % 100 == 0 or step + 1 == total:
@@ -306,12 +472,13 @@ def main() -> None:
     ae.eval()
     with torch.no_grad():
         if not args.decoder_only:
-            ae.latents_mean.zero_()
-            ae.latents_std.fill_(1.0)
+            measured = slice(kept, None)  # with --shape-channels, the old channels keep --init's statistics
+            ae.latents_mean[measured] = 0.0
+            ae.latents_std[measured] = 1.0
             zs = torch.cat([ae.encode(sample_batch(rng, 4, 13, args.size, args.size)) for _ in range(8)], dim=0)
-            zs = zs.transpose(0, 1).flatten(1)
-            ae.latents_mean.copy_(zs.mean(1))
-            ae.latents_std.copy_(zs.std(1).clamp_min(1e-3))
+            zs = zs.transpose(0, 1).flatten(1)[measured]
+            ae.latents_mean[measured] = zs.mean(1) * ae.latents_std[measured] + ae.latents_mean[measured]
+            ae.latents_std[measured] = zs.std(1).clamp_min(1e-3) * ae.latents_std[measured]
         x = sample_batch(rng, 4, 13, args.size, args.size)
         err = (ae.decode(ae.encode(x)) - x).abs().mean().item()
     save_autoencoder(ae, args.out)
@@ -347,6 +514,8 @@ def report(ae: CausalAutoencoder, size: int, blur: float = 0.0) -> str:
             f"motion read right {_listed(motions)}")
     if blurred:
         text += f"; with {blur:g} of a 3x3 blur in the latents: shape {blurred[0]:.2f} ({_listed(blurred[2])})"
+    if ae.cfg.shape_channels:
+        text += f"; shape named by the shape channels over another shape's latents: {label_obedience(ae, size):.2f}"
     return text
 
 

@@ -581,6 +581,34 @@ def deepen(state: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict
     return out, added
 
 
+def widen_latents(state: dict[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], int]:
+    """A trained state for `model`, whose latents have more channels than the trained model's
+    (an autoencoder grown with shape channels), that computes on the old channels what the
+    trained model computed: the patch embedding's weights for the new input channels and the
+    output projection's rows for the new output channels start at zero. Returns the state and
+    the number of new channels."""
+    own = model.state_dict()
+    old_in, new_in = state["patch_embedding.weight"].shape[1], own["patch_embedding.weight"].shape[1]
+    patch = own["patch_embedding.weight"][0, 0].numel()  # ph * pw (temporal patch 1)
+    old_out, new_out = state["proj_out.bias"].numel() // patch, own["proj_out.bias"].numel() // patch
+    if new_in - old_in != new_out - old_out or new_in <= old_in:
+        raise SystemExit(f"--widen-latents: the config's latents have {new_in} channels in and {new_out} out, the "
+                         f"trained model's {old_in} and {old_out}; set model.in_channels and out_channels to the "
+                         "grown autoencoder's vae.latent_channels")
+    out = dict(state)
+    emb = torch.zeros_like(own["patch_embedding.weight"])
+    emb[:, :old_in] = state["patch_embedding.weight"]
+    out["patch_embedding.weight"] = emb
+    # proj_out's outputs are (ph pw c), channels fastest (CausalWanTransformer.forward)
+    weight = torch.zeros(patch, new_out, own["proj_out.weight"].shape[1])
+    weight[:, :old_out] = state["proj_out.weight"].view(patch, old_out, -1)
+    out["proj_out.weight"] = weight.flatten(0, 1)
+    bias = torch.zeros(patch, new_out)
+    bias[:, :old_out] = state["proj_out.bias"].view(patch, old_out)
+    out["proj_out.bias"] = bias.flatten()
+    return out, new_in - old_in
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
@@ -657,10 +685,16 @@ def main() -> None:
     ap.add_argument("--deepen", action="store_true",
                     help="with --init-from: the config has r times the trained model's layers; the trained "
                          "blocks go to every r-th place and the blocks between start as the identity")
+    ap.add_argument("--widen-latents", action="store_true",
+                    help="with --init-from: the config's latents have more channels than the trained model's "
+                         "(an autoencoder grown by train_autoencoder.py --shape-channels); the new channels' "
+                         "input and output weights start at zero")
     args = ap.parse_args()
     factors = parse_oversample(args.oversample_motion)  # a typo fails before any data is loaded
     if args.deepen and not args.init_from:
         raise SystemExit("--deepen grows trained weights: name them with --init-from")
+    if args.widen_latents and not args.init_from:
+        raise SystemExit("--widen-latents grows trained weights: name them with --init-from")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -695,6 +729,9 @@ def main() -> None:
         if args.deepen:
             state, added = deepen(state, model)
             run.log(f"deeper: blocks {added} start as the identity")
+        if args.widen_latents:
+            state, added = widen_latents(state, model)
+            run.log(f"wider latents: {added} new channels start at zero weights")
         load_into(model, state, args.init_from)
         load_into(ema, state, args.init_from)
         run.log(f"initialised from {args.init_from} (optimiser state starts afresh)")

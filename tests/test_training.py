@@ -760,3 +760,110 @@ def test_deepen_keeps_what_the_trained_model_computes_and_trains_the_new_blocks(
 
     with pytest.raises(SystemExit, match="multiple"):
         deepen(shallow.state_dict(), build_transformer(tiny_config(model={"num_layers": 3}).model))
+
+
+def _tiny_autoencoder(latent_channels: int = 4):
+    from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
+
+    return CausalAutoencoder(AutoencoderConfig(latent_channels=latent_channels, encoder_channels=(4, 6, 8, 8),
+                                               decoder_channels=(8, 6, 4, 4))).eval()
+
+
+def test_shape_channels_start_as_the_autoencoder_they_grow_and_are_refused_twice():
+    """with_shape_channels: the old channels encode as before, the decoder ignores the new ones
+    until trained, the old latent statistics are kept and the new ones start at 0 / 1."""
+    from train_autoencoder import with_shape_channels
+
+    from longvid.world import SHAPES
+
+    torch.manual_seed(0)
+    ae = _tiny_autoencoder()
+    ae.latents_mean.fill_(0.3)
+    ae.latents_std.fill_(1.5)
+    grown = with_shape_channels(ae).eval()
+    n = len(SHAPES)
+    assert grown.cfg.latent_channels == 4 + n and grown.cfg.shape_channels == n
+    assert torch.equal(grown.latents_std[:4], ae.latents_std) and torch.equal(grown.latents_std[4:], torch.ones(n))
+    assert torch.equal(grown.latents_mean[4:], torch.zeros(n))
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = grown.encode(video)
+        assert torch.equal(z[:, :4], ae.encode(video))
+        assert z[:, 4:].abs().sum() > 0  # the new channels are written from the first step
+        torch.testing.assert_close(grown.decode(torch.cat([z[:, :4], torch.randn_like(z[:, 4:])], dim=1)),
+                                   ae.decode(z[:, :4]))
+    with pytest.raises(ValueError, match="already has 3 shape channels"):
+        with_shape_channels(grown)
+
+
+def test_shape_maps_put_each_objects_coverage_in_its_shapes_channel():
+    """object_cover draws the truth's objects as coverage (a background switch changes nothing),
+    and shape_maps puts each latent cell's share of it in its shape's channel."""
+    from train_autoencoder import SHAPE_LEVEL, object_cover, shape_maps
+
+    from longvid.world import SHAPES, make_clip
+
+    square = SceneSpec(shape="square", colour="white", background="navy", size="large")
+    triangle = SceneSpec(shape="triangle", colour="red", background="gray", size="large")
+    frames, truth = make_clip([(0, square), (4, triangle)], 9, 0, 64)
+    cover = torch.from_numpy(np.stack([object_cover(truth.spec_at(f), truth.positions[f], 64) for f in range(9)]))
+    object_pixels = np.abs(frames[0].astype(int) - BACKGROUNDS["navy"]).max(-1) > 12
+    assert np.array_equal(cover[0].numpy() > 0.05, object_pixels)
+    assert 0.02 < float(cover[8].mean()) < 0.5  # the triangle, on its new background
+    shapes = torch.tensor([[SHAPES.index("square")] * 4 + [SHAPES.index("triangle")] * 5])
+    maps = shape_maps(cover[None], shapes, factor=8, tf=4)  # latent frames: pixel frames 0, 4, 8
+    assert maps.shape == (1, len(SHAPES), 3, 8, 8)
+    sq, tri, circle = (SHAPES.index(s) for s in ("square", "triangle", "circle"))
+    assert maps[0, sq, 0].sum() > 1 and maps[0, tri, 0].sum() == 0 and maps[0, circle].sum() == 0
+    assert maps[0, sq, 1:].sum() == 0 and maps[0, tri, 1].sum() > 1
+    # each cell holds the share of its 8x8 pixels the object covers
+    share = cover[0].numpy().reshape(8, 8, 8, 8).mean((1, 3))
+    np.testing.assert_allclose(maps[0, sq, 0].numpy(), SHAPE_LEVEL * share, atol=1e-5)
+
+
+def test_stand_in_clips_move_the_same_objects_drawn_with_other_shapes():
+    from train_autoencoder import sample_shape_batch
+
+    from longvid.evaluate import detect_frame
+    from longvid.vae import to_uint8
+    from longvid.world import SHAPES
+
+    rng = np.random.default_rng(3)
+    x, stand_in, shapes, cover = sample_shape_batch(rng, 4, 9, 128, 128, swap_share=1.0)
+    assert x.shape == stand_in.shape == (4, 3, 9, 128, 128) and shapes.shape == (4, 9)
+    assert cover.shape == (4, 9, 128, 128) and float(cover.max()) == 1.0
+    for b in range(4):
+        clip, other = to_uint8(x[b : b + 1]), to_uint8(stand_in[b : b + 1])
+        for f in (0, 8):
+            d, e = detect_frame(clip[f]), detect_frame(other[f])
+            assert d.shape == SHAPES[int(shapes[b, f])] and e.shape != d.shape
+            assert len(d.objects) == len(e.objects)
+            for a, c in zip(sorted(tuple(o.centroid) for o in d.objects), sorted(tuple(o.centroid) for o in e.objects)):
+                assert np.hypot(a[0] - c[0], a[1] - c[1]) < 2.0
+    _, same, _, cover = sample_shape_batch(np.random.default_rng(3), 2, 9, 128, 64, swap_share=0.0)
+    again, _, _, _ = sample_shape_batch(np.random.default_rng(3), 2, 9, 128, 64, swap_share=0.0)
+    assert torch.equal(same, again) and same.shape[-1] == 64 and cover.shape[-1] == 64
+
+
+def test_widen_latents_keeps_what_the_trained_model_computes_on_its_channels():
+    from conftest import TEXT_DIM, tiny_config
+    from train_generator import widen_latents
+
+    from longvid.model import build_transformer
+
+    torch.manual_seed(0)
+    narrow = build_transformer(tiny_config().model).eval()
+    for p in narrow.parameters():
+        p.data.normal_(0.0, 0.2)
+    c = narrow.config.in_channels
+    wide = build_transformer(tiny_config(model={"in_channels": c + 3, "out_channels": c + 3}).model).eval()
+    state, added = widen_latents(narrow.state_dict(), wide)
+    wide.load_state_dict(state)
+    assert added == 3
+    x, t, emb = torch.randn(2, c, 3, 8, 8), torch.full((2, 3), 500.0), torch.randn(2, 5, TEXT_DIM)
+    with torch.no_grad():
+        out = wide(torch.cat([x, torch.randn(2, 3, 3, 8, 8)], dim=1), t, wide.text_context(emb))
+        torch.testing.assert_close(out[:, :c], narrow(x, t, narrow.text_context(emb)))
+        assert torch.equal(out[:, c:], torch.zeros_like(out[:, c:]))
+    with pytest.raises(SystemExit, match="channels"):
+        widen_latents(narrow.state_dict(), build_transformer(tiny_config(model={"in_channels": c + 3}).model))
