@@ -476,9 +476,9 @@ def main() -> None:
             ae.latents_mean[measured] = 0.0
             ae.latents_std[measured] = 1.0
             zs = torch.cat([ae.encode(sample_batch(rng, 4, 13, args.size, args.size)) for _ in range(8)], dim=0)
-            zs = zs.transpose(0, 1).flatten(1)[measured]
-            ae.latents_mean[measured] = zs.mean(1) * ae.latents_std[measured] + ae.latents_mean[measured]
-            ae.latents_std[measured] = zs.std(1).clamp_min(1e-3) * ae.latents_std[measured]
+            zs = zs.transpose(0, 1).flatten(1)[measured]  # raw: their statistics are 0 and 1 here
+            ae.latents_mean[measured] = zs.mean(1)
+            ae.latents_std[measured] = zs.std(1).clamp_min(1e-3)
         x = sample_batch(rng, 4, 13, args.size, args.size)
         err = (ae.decode(ae.encode(x)) - x).abs().mean().item()
     save_autoencoder(ae, args.out)
