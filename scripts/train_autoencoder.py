@@ -78,23 +78,29 @@ def _forced_motion(rng: np.random.Generator, forced: list[tuple[str, float]]) ->
 
 
 def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
-                       swap_share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                       swap_share: float, square_share: float = 0.0,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """For `--shape-channels`: `batch` clips (half of them switching mid-clip); each frame's
     shape (B, F) as an index into SHAPES; each pixel's object coverage (B, F, H, W) in [0, 1],
     from the truth (a background switch leaves no colour to tell objects by); and each clip's
     stand-in: on `swap_share` of the clips the very same scene (same trajectory, colours, switch)
     drawn with other shapes, elsewhere the clip itself. Motion in the world never depends on the
-    shape, so replaying the scene's draws with other shapes moves the objects the same way."""
+    shape, so replaying the scene's draws with other shapes moves the objects the same way.
+    `square_share` of the clips (before `swap_share` of the rest) are squares, always swapped: the
+    decoder learns corners last, over a circle's or a triangle's latents."""
     clips, stand_ins, shapes, covers = [], [], [], []
     for _ in range(batch):
         spec = random_spec(rng)
+        forced = square_share > 0 and rng.random() < square_share  # no draw at 0: old runs replay
+        if forced:
+            spec = dataclasses.replace(spec, shape="square")
         timeline = [(0, spec)]
         if rng.random() < 0.5:
             timeline.append((int(rng.integers(2, frames - 1)), switched_spec(rng, spec)))
         twin = copy.deepcopy(rng)  # the scene's own draws, replayed for the stand-in
         clip, truth = make_clip(timeline, frames, rng, size)
         stand_in = clip
-        if rng.random() < swap_share:
+        if forced or rng.random() < swap_share:
             others = [dataclasses.replace(s, shape=_other_shape(rng, s.shape)) for _, s in timeline]
             stand_in, _ = make_clip([(f, s) for (f, _), s in zip(timeline, others)], frames, twin, size)
         cover = np.stack([object_cover(truth.spec_at(f), truth.positions[f], size) for f in range(frames)])
@@ -351,6 +357,10 @@ def main() -> None:
     ap.add_argument("--swap-share", type=float, default=0.5,
                     help="with --shape-channels: share of clips decoded from the old channels of the same scene "
                          "drawn with other shapes")
+    ap.add_argument("--square-share", type=float, default=0.0,
+                    help="with --shape-channels: share of clips that are squares decoded over the old channels of "
+                         "the same scene drawn as a circle or a triangle (before --swap-share of the rest): the "
+                         "decoder learns a square's corners last (docs/training.md, session 28)")
     ap.add_argument("--shape-blur", type=float, default=0.5, metavar="A",
                     help="with --shape-channels: --latent-blur for the shape channels")
     ap.add_argument("--init", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"),
@@ -371,8 +381,9 @@ def main() -> None:
         ap.error("--report-blur only changes a --report run: add --report AUTOENCODER, or drop --report-blur")
     if args.shape_channels and (args.decoder_only or args.finetune):
         ap.error("--shape-channels trains encoder and decoder from --init: drop --decoder-only / --finetune")
-    if not 0.0 <= args.swap_share <= 1.0:
-        ap.error(f"--swap-share must be between 0 and 1, got {args.swap_share}")
+    for name in ("swap_share", "square_share"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            ap.error(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")
     if args.finetune and args.decoder_only:
         ap.error("--finetune trains the encoder too; --decoder-only freezes it: pick one")
     motion_share = parse_motion_share(ap, args.motion_share)
@@ -420,7 +431,8 @@ def main() -> None:
         batch = args.batch // 2 if full else args.batch
         crop = args.size if full else args.crop
         if kept:
-            x, stand_in, shapes, cover = sample_shape_batch(rng, batch, args.frames, args.size, crop, args.swap_share)
+            x, stand_in, shapes, cover = sample_shape_batch(rng, batch, args.frames, args.size, crop, args.swap_share,
+                                                          args.square_share)
         else:
             x = sample_batch(rng, batch, args.frames, args.size, crop, motion_share)
         for g in opt.param_groups:

@@ -845,6 +845,23 @@ def test_stand_in_clips_move_the_same_objects_drawn_with_other_shapes():
     assert torch.equal(same, again) and same.shape[-1] == 64 and cover.shape[-1] == 64
 
 
+def test_square_share_makes_squares_drawn_over_other_shapes_and_leaves_old_streams_alone():
+    from train_autoencoder import sample_shape_batch
+
+    from longvid.world import SHAPES
+
+    x, stand_in, shapes, _ = sample_shape_batch(np.random.default_rng(5), 6, 5, 64, 64, swap_share=0.0,
+                                                square_share=1.0)
+    assert (shapes[:, 0] == SHAPES.index("square")).all()
+    assert all(not torch.equal(x[b], stand_in[b]) for b in range(6))
+    # without squares forced, the random stream is the one session 27's autoencoder was trained on
+    x, stand_in, shapes, _ = sample_shape_batch(np.random.default_rng(5), 3, 5, 64, 64, swap_share=0.5,
+                                                square_share=0.0)
+    assert shapes.tolist() == [[2, 2, 0, 0, 0], [0, 0, 0, 2, 2], [0, 0, 0, 0, 0]]
+    assert float(x.sum()) == pytest.approx(-85602.97, abs=0.1)
+    assert float(stand_in.sum()) == pytest.approx(-85449.83, abs=0.1)
+
+
 def test_widen_latents_keeps_what_the_trained_model_computes_on_its_channels():
     from conftest import TEXT_DIM, tiny_config
     from train_generator import widen_latents
