@@ -184,21 +184,26 @@ def shape_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder, z:
             "stand_in": old, "maps": target}
 
 
-def label_obedience(ae: CausalAutoencoder, size: int, clips: int = 24) -> float:
+def label_obedience(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[float, dict[str, float]]:
     """For an autoencoder with shape channels: the share of frames that `longvid eval`'s detector
     reads as the shape the shape channels name when the other channels come from the same scene
     drawn with another shape (what the decoder does with a generator's round blob and the right
-    shape word)."""
+    shape word); and the same share by pair ("square over circle": a square named over a circle's
+    latents)."""
     rng = np.random.default_rng(54321)
     c = ae.cfg.latent_channels - ae.cfg.shape_channels
-    ok = []
+    by_pair: dict[str, list[bool]] = {}
     with torch.no_grad():
         for _ in range(clips):
             x, stand_in, shapes, _ = sample_shape_batch(rng, 1, 13, size, size, swap_share=1.0)
             z, zs = ae.encode(x), ae.encode(stand_in)
             video = to_uint8(ae.decode(torch.cat([zs[:, :c], z[:, c:]], dim=1)))
-            ok += [detect_frame(f).shape == SHAPES[int(s)] for f, s in zip(video, shapes[0])]
-    return float(np.mean(ok))
+            under = to_uint8(stand_in)
+            for f, s, u in zip(video, shapes[0], under):
+                named = SHAPES[int(s)]
+                by_pair.setdefault(f"{named} over {detect_frame(u).shape}", []).append(detect_frame(f).shape == named)
+    every = [ok for oks in by_pair.values() for ok in oks]
+    return float(np.mean(every)), {pair: float(np.mean(oks)) for pair, oks in sorted(by_pair.items())}
 
 
 def palette_error(ae: CausalAutoencoder, size: int) -> tuple[float, str]:
@@ -527,7 +532,8 @@ def report(ae: CausalAutoencoder, size: int, blur: float = 0.0) -> str:
     if blurred:
         text += f"; with {blur:g} of a 3x3 blur in the latents: shape {blurred[0]:.2f} ({_listed(blurred[2])})"
     if ae.cfg.shape_channels:
-        text += f"; shape named by the shape channels over another shape's latents: {label_obedience(ae, size):.2f}"
+        obeyed, by_pair = label_obedience(ae, size)
+        text += f"; shape named by the shape channels over another shape's latents: {obeyed:.2f} ({_listed(by_pair)})"
     return text
 
 

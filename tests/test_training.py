@@ -884,3 +884,18 @@ def test_widen_latents_keeps_what_the_trained_model_computes_on_its_channels():
         assert torch.equal(out[:, c:], torch.zeros_like(out[:, c:]))
     with pytest.raises(SystemExit, match="channels"):
         widen_latents(narrow.state_dict(), build_transformer(tiny_config(model={"in_channels": c + 3}).model))
+
+
+def test_label_obedience_reports_each_pair_of_named_and_underlying_shapes():
+    from train_autoencoder import label_obedience
+
+    from longvid.loading import load_autoencoder
+
+    ae = load_autoencoder(Path(__file__).resolve().parents[1] / "longvid" / "weights" / "shapes"
+                          / "autoencoder-shapes.safetensors")
+    overall, by_pair = label_obedience(ae, 128, clips=3)
+    assert by_pair and 0.0 <= overall <= 1.0
+    for pair, share in by_pair.items():
+        named, under = pair.split(" over ")
+        assert named != under and {named, under} <= {"circle", "square", "triangle"} and 0.0 <= share <= 1.0
+    assert min(by_pair.values()) <= overall <= max(by_pair.values())
