@@ -94,9 +94,9 @@ def test_the_orbit_autoencoder_draws_a_true_orbit_rounder_than_the_default():
 def test_the_shape_channel_autoencoder_draws_the_shape_its_channels_name():
     """`autoencoder-shapes.safetensors` (docs/training.md, "Session 27"): the default grown by one
     latent channel per shape. Its old channels stay near the default's (so the default generator
-    still fits them), and over the latents of a circle its decoder draws the triangle that the
-    shape channels of the same scene drawn as a triangle name (the default draws the circle).
-    Squares it does not yet draw over another shape (0.00 when committed)."""
+    still fits them), and over the latents of a circle its decoder draws the triangle or the square
+    that the shape channels of the same scene drawn as a triangle or a square name (the default
+    draws the circle). Squares over a circle came in session 28 (`--square-share`; 0.00 before)."""
     import numpy as np
 
     from longvid.evaluate import detect_frame
@@ -112,10 +112,14 @@ def test_the_shape_channel_autoencoder_draws_the_shape_its_channels_name():
     spec = SceneSpec(shape="triangle", colour="yellow", background="navy", motion="right", size="large")
     triangle, _ = make_clip(spec, 13, 0, 128)
     circle, _ = make_clip(SceneSpec(**{**spec.__dict__, "shape": "circle"}), 13, 0, 128)
+    square, _ = make_clip(SceneSpec(**{**spec.__dict__, "shape": "square"}), 13, 0, 128)
     with torch.no_grad():
         z_triangle, z_circle = ae.encode(from_uint8(triangle[None])), ae.encode(from_uint8(circle[None]))
+        z_square = ae.encode(from_uint8(square[None]))
         assert (z_triangle[:, :c] - default.encode(from_uint8(triangle[None]))).pow(2).mean() < 0.1
         mixed = to_uint8(ae.decode(torch.cat([z_circle[:, :c], z_triangle[:, c:]], dim=1)))
+        boxed = to_uint8(ae.decode(torch.cat([z_circle[:, :c], z_square[:, c:]], dim=1)))
         plain = to_uint8(default.decode(z_circle[:, :c]))
     assert np.mean([detect_frame(f).shape == "triangle" for f in mixed]) >= 0.9
+    assert np.mean([detect_frame(f).shape == "square" for f in boxed]) >= 0.8
     assert np.mean([detect_frame(f).shape == "circle" for f in plain]) >= 0.9
