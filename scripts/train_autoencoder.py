@@ -79,16 +79,16 @@ def _forced_motion(rng: np.random.Generator, forced: list[tuple[str, float]]) ->
 
 def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
                        swap_share: float, square_share: float = 0.0,
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """For `--shape-channels`: `batch` clips (half of them switching mid-clip); each frame's
-    shape (B, F) as an index into SHAPES; each pixel's object coverage (B, F, H, W) in [0, 1],
+    shape (B, F) as an index into SHAPES, and the same for the stand-in (below); each pixel's object coverage (B, F, H, W) in [0, 1],
     from the truth (a background switch leaves no colour to tell objects by); and each clip's
     stand-in: on `swap_share` of the clips the very same scene (same trajectory, colours, switch)
     drawn with other shapes, elsewhere the clip itself. Motion in the world never depends on the
     shape, so replaying the scene's draws with other shapes moves the objects the same way.
     `square_share` of the clips (before `swap_share` of the rest) are squares, always swapped: the
     decoder learns corners last, over a circle's or a triangle's latents."""
-    clips, stand_ins, shapes, covers = [], [], [], []
+    clips, stand_ins, shapes, stand_in_shapes, covers = [], [], [], [], []
     for _ in range(batch):
         spec = random_spec(rng)
         forced = square_share > 0 and rng.random() < square_share  # no draw at 0: old runs replay
@@ -99,10 +99,10 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
             timeline.append((int(rng.integers(2, frames - 1)), switched_spec(rng, spec)))
         twin = copy.deepcopy(rng)  # the scene's own draws, replayed for the stand-in
         clip, truth = make_clip(timeline, frames, rng, size)
-        stand_in = clip
+        stand_in, stand_in_truth = clip, truth
         if forced or rng.random() < swap_share:
             others = [dataclasses.replace(s, shape=_other_shape(rng, s.shape)) for _, s in timeline]
-            stand_in, _ = make_clip([(f, s) for (f, _), s in zip(timeline, others)], frames, twin, size)
+            stand_in, stand_in_truth = make_clip([(f, s) for (f, _), s in zip(timeline, others)], frames, twin, size)
         cover = np.stack([object_cover(truth.spec_at(f), truth.positions[f], size) for f in range(frames)])
         if crop < size:
             y, x = rng.integers(0, size - crop + 1, size=2)
@@ -112,8 +112,9 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
         stand_ins.append(stand_in)
         covers.append(cover)
         shapes.append([SHAPES.index(truth.spec_at(f).shape) for f in range(frames)])
+        stand_in_shapes.append([SHAPES.index(stand_in_truth.spec_at(f).shape) for f in range(frames)])
     return (from_uint8(np.stack(clips)), from_uint8(np.stack(stand_ins)), torch.tensor(shapes),
-            torch.from_numpy(np.stack(covers)))
+            torch.tensor(stand_in_shapes), torch.from_numpy(np.stack(covers)))
 
 
 def object_cover(spec: SceneSpec, positions: np.ndarray, size: int) -> np.ndarray:
@@ -167,15 +168,16 @@ def with_shape_channels(ae: CausalAutoencoder) -> CausalAutoencoder:
 
 
 def shape_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder, z: torch.Tensor, x: torch.Tensor,
-                         stand_in: torch.Tensor, shapes: torch.Tensor, cover: torch.Tensor) -> dict[str, torch.Tensor]:
+                         stand_in: torch.Tensor, shapes: torch.Tensor, stand_in_shapes: torch.Tensor,
+                         cover: torch.Tensor) -> dict[str, torch.Tensor]:
     """The `--shape-channels` terms of a step, for clips `x` encoded to `z` by `ae`: "shape", the
     shape channels' error from `shape_maps`; "anchor", the old channels' distance from where
     `reference` (the autoencoder grown from) puts them; and "stand_in", the old channels the
-    decoder gets: the stand-in clip's where it differs from the clip; "maps", the shape maps."""
+    decoder gets: the stand-in clip's where its shapes differ from the clip's; "maps", the shape maps."""
     c = reference.cfg.latent_channels
     with torch.no_grad():
         anchor_target = reference.encode(x)
-    swapped = (stand_in != x).flatten(1).any(1).nonzero()[:, 0]
+    swapped = (stand_in_shapes != shapes).any(1).nonzero()[:, 0]
     old = z[:, :c]
     if len(swapped):
         old = old.index_put((swapped,), ae.encode(stand_in[swapped])[:, :c])
@@ -195,13 +197,12 @@ def label_obedience(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[
     by_pair: dict[str, list[bool]] = {}
     with torch.no_grad():
         for _ in range(clips):
-            x, stand_in, shapes, _ = sample_shape_batch(rng, 1, 13, size, size, swap_share=1.0)
+            x, stand_in, shapes, under, _ = sample_shape_batch(rng, 1, 13, size, size, swap_share=1.0)
             z, zs = ae.encode(x), ae.encode(stand_in)
             video = to_uint8(ae.decode(torch.cat([zs[:, :c], z[:, c:]], dim=1)))
-            under = to_uint8(stand_in)
-            for f, s, u in zip(video, shapes[0], under):
+            for f, s, u in zip(video, shapes[0], under[0]):
                 named = SHAPES[int(s)]
-                by_pair.setdefault(f"{named} over {detect_frame(u).shape}", []).append(detect_frame(f).shape == named)
+                by_pair.setdefault(f"{named} over {SHAPES[int(u)]}", []).append(detect_frame(f).shape == named)
     every = [ok for oks in by_pair.values() for ok in oks]
     return float(np.mean(every)), {pair: float(np.mean(oks)) for pair, oks in sorted(by_pair.items())}
 
@@ -436,7 +437,7 @@ def main() -> None:
         batch = args.batch // 2 if full else args.batch
         crop = args.size if full else args.crop
         if kept:
-            x, stand_in, shapes, cover = sample_shape_batch(rng, batch, args.frames, args.size, crop, args.swap_share,
+            x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(rng, batch, args.frames, args.size, crop, args.swap_share,
                                                           args.square_share)
         else:
             x = sample_batch(rng, batch, args.frames, args.size, crop, motion_share)
@@ -445,7 +446,7 @@ def main() -> None:
         with torch.set_grad_enabled(not args.decoder_only):
             z = ae.encode(x)
         if kept:
-            shape_terms = shape_channel_losses(ae, reference, z, x, stand_in, shapes, cover)
+            shape_terms = shape_channel_losses(ae, reference, z, x, stand_in, shapes, stand_in_shapes, cover)
             # the decoder reads the true maps, so it learns to draw from them while the encoder is
             # still learning to write them
             y = ae.decode(torch.cat([augment_latents(shape_terms["stand_in"], args.latent_noise, args.latent_blur),

@@ -829,7 +829,7 @@ def test_stand_in_clips_move_the_same_objects_drawn_with_other_shapes():
     from longvid.world import SHAPES
 
     rng = np.random.default_rng(3)
-    x, stand_in, shapes, cover = sample_shape_batch(rng, 4, 9, 128, 128, swap_share=1.0)
+    x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(rng, 4, 9, 128, 128, swap_share=1.0)
     assert x.shape == stand_in.shape == (4, 3, 9, 128, 128) and shapes.shape == (4, 9)
     assert cover.shape == (4, 9, 128, 128) and float(cover.max()) == 1.0
     for b in range(4):
@@ -837,12 +837,14 @@ def test_stand_in_clips_move_the_same_objects_drawn_with_other_shapes():
         for f in (0, 8):
             d, e = detect_frame(clip[f]), detect_frame(other[f])
             assert d.shape == SHAPES[int(shapes[b, f])] and e.shape != d.shape
+            assert e.shape == SHAPES[int(stand_in_shapes[b, f])]
             assert len(d.objects) == len(e.objects)
             for a, c in zip(sorted(tuple(o.centroid) for o in d.objects), sorted(tuple(o.centroid) for o in e.objects)):
                 assert np.hypot(a[0] - c[0], a[1] - c[1]) < 2.0
-    _, same, _, cover = sample_shape_batch(np.random.default_rng(3), 2, 9, 128, 64, swap_share=0.0)
-    again, _, _, _ = sample_shape_batch(np.random.default_rng(3), 2, 9, 128, 64, swap_share=0.0)
+    _, same, shapes, unswapped, cover = sample_shape_batch(np.random.default_rng(3), 2, 9, 128, 64, swap_share=0.0)
+    again, _, _, _, _ = sample_shape_batch(np.random.default_rng(3), 2, 9, 128, 64, swap_share=0.0)
     assert torch.equal(same, again) and same.shape[-1] == 64 and cover.shape[-1] == 64
+    assert torch.equal(unswapped, shapes)
 
 
 def test_square_share_makes_squares_drawn_over_other_shapes_and_leaves_old_streams_alone():
@@ -850,12 +852,12 @@ def test_square_share_makes_squares_drawn_over_other_shapes_and_leaves_old_strea
 
     from longvid.world import SHAPES
 
-    x, stand_in, shapes, _ = sample_shape_batch(np.random.default_rng(5), 6, 5, 64, 64, swap_share=0.0,
+    x, stand_in, shapes, _, _ = sample_shape_batch(np.random.default_rng(5), 6, 5, 64, 64, swap_share=0.0,
                                                 square_share=1.0)
     assert (shapes[:, 0] == SHAPES.index("square")).all()
     assert all(not torch.equal(x[b], stand_in[b]) for b in range(6))
     # without squares forced, the random stream is the one session 27's autoencoder was trained on
-    x, stand_in, shapes, _ = sample_shape_batch(np.random.default_rng(5), 3, 5, 64, 64, swap_share=0.5,
+    x, stand_in, shapes, _, _ = sample_shape_batch(np.random.default_rng(5), 3, 5, 64, 64, swap_share=0.5,
                                                 square_share=0.0)
     assert shapes.tolist() == [[2, 2, 0, 0, 0], [0, 0, 0, 2, 2], [0, 0, 0, 0, 0]]
     assert float(x.sum()) == pytest.approx(-85602.97, abs=0.1)
