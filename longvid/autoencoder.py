@@ -42,6 +42,10 @@ class AutoencoderConfig:
     # The last `shape_channels` latent channels hold, per world shape, each cell's coverage by
     # objects of that shape (scripts/train_autoencoder.py --shape-channels); 0: none
     shape_channels: int = 0
+    # With shape channels: passes of a 3x3 binomial blur over the other (appearance) channels
+    # before decoding, so the decoder takes an object's outline from the shape channels alone
+    # and a generator's round blob in the appearance channels cannot round a square (session 29)
+    appearance_blur: int = 0
 
     @property
     def spatial_factor(self) -> int:
@@ -226,10 +230,26 @@ class CausalAutoencoder(nn.Module):
         z = self.encoder(x, state)
         return rearrange(self._norm(z), "b t c h w -> b c t h w")
 
+    def _low_pass(self, latents: Tensor) -> Tensor:
+        """`cfg.appearance_blur` passes of a 3x3 binomial blur (edges replicated, per channel and
+        frame) over the appearance channels of normalised latents (B, C, T, h, w); shape channels
+        pass through. Spatial only, so streaming decode stays causal."""
+        passes, c = self.cfg.appearance_blur, self.cfg.latent_channels - self.cfg.shape_channels
+        if not passes:
+            return latents
+        kernel = torch.tensor([1.0, 2.0, 1.0], dtype=latents.dtype, device=latents.device) / 4
+        kernel = (kernel[:, None] * kernel[None, :])[None, None]
+        b, _, t, h, w = latents.shape
+        x = rearrange(latents[:, :c], "b c t h w -> (b c t) 1 h w")
+        for _ in range(passes):
+            x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
+        x = rearrange(x, "(b c t) 1 h w -> b c t h w", b=b, c=c, t=t)
+        return torch.cat([x, latents[:, c:]], dim=1)
+
     def decode(self, latents: Tensor, state: list | None = None, first: bool = True) -> Tensor:
         """Normalised latents (B, C, T, h, w) -> video (B, 3, F, H, W) in [-1, 1]; F = 4T-3 if
         `first` (the stream's start) else 4T. `state` carries the causal memory across calls."""
-        z = self._denorm(rearrange(latents, "b c t h w -> b t c h w"))
+        z = self._denorm(rearrange(self._low_pass(latents), "b c t h w -> b t c h w"))
         state = state if state is not None else self.new_state("decoder")
         x = self.decoder(z, state)
         if first:

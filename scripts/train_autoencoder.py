@@ -173,17 +173,21 @@ def shape_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder, z:
     """The `--shape-channels` terms of a step, for clips `x` encoded to `z` by `ae`: "shape", the
     shape channels' error from `shape_maps`; "anchor", the old channels' distance from where
     `reference` (the autoencoder grown from) puts them; and "stand_in", the old channels the
-    decoder gets: the stand-in clip's where its shapes differ from the clip's; "maps", the shape maps."""
-    c = reference.cfg.latent_channels
-    with torch.no_grad():
-        anchor_target = reference.encode(x)
+    decoder gets: the stand-in clip's where its shapes differ from the clip's; "maps", the shape maps.
+    `reference` None (a decoder-only run, the encoder frozen): no anchor term."""
+    c = ae.cfg.latent_channels - ae.cfg.shape_channels
     swapped = (stand_in_shapes != shapes).any(1).nonzero()[:, 0]
     old = z[:, :c]
     if len(swapped):
         old = old.index_put((swapped,), ae.encode(stand_in[swapped])[:, :c])
     target = shape_maps(cover, shapes, ae.spatial_factor, ae.temporal_factor)
-    return {"shape": (z[:, c:] - target).pow(2).mean(), "anchor": (z[:, :c] - anchor_target).pow(2).mean(),
-            "stand_in": old, "maps": target}
+    if reference is None:
+        anchor = torch.zeros(())
+    else:
+        with torch.no_grad():
+            anchor_target = reference.encode(x)
+        anchor = (z[:, :c] - anchor_target).pow(2).mean()
+    return {"shape": (z[:, c:] - target).pow(2).mean(), "anchor": anchor, "stand_in": old, "maps": target}
 
 
 def label_obedience(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[float, dict[str, float]]:
@@ -369,6 +373,10 @@ def main() -> None:
                          "decoder learns a square's corners last (docs/training.md, session 28)")
     ap.add_argument("--shape-blur", type=float, default=0.5, metavar="A",
                     help="with --shape-channels: --latent-blur for the shape channels")
+    ap.add_argument("--appearance-blur", type=int, default=None, metavar="N",
+                    help="with --decoder-only on an autoencoder with shape channels: the decoder sees its "
+                         "appearance channels through N passes of a 3x3 blur (AutoencoderConfig.appearance_blur), "
+                         "so it draws an object's outline from the shape channels alone (docs/training.md, session 29)")
     ap.add_argument("--init", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"),
                     help="with --decoder-only: the autoencoder whose encoder is kept")
     ap.add_argument("--report", metavar="AUTOENCODER", default=None,
@@ -390,6 +398,8 @@ def main() -> None:
     for name in ("swap_share", "square_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             ap.error(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")
+    if args.appearance_blur is not None and not args.decoder_only:
+        ap.error("--appearance-blur changes what the decoder of --init sees: add --decoder-only")
     if args.finetune and args.decoder_only:
         ap.error("--finetune trains the encoder too; --decoder-only freezes it: pick one")
     motion_share = parse_motion_share(ap, args.motion_share)
@@ -409,8 +419,15 @@ def main() -> None:
                 ae = with_wider_latent_memory(ae, args.decoder_latent_span)
             except ValueError as e:
                 ap.error(f"--decoder-latent-span: {e} (--init {args.init})")
+        if args.appearance_blur is not None:
+            if not ae.cfg.shape_channels:
+                ap.error(f"--appearance-blur needs an autoencoder with shape channels (--init {args.init} has none)")
+            if args.appearance_blur < 0:
+                ap.error(f"--appearance-blur must be 0 or more, got {args.appearance_blur}")
+            ae.cfg = dataclasses.replace(ae.cfg, appearance_blur=args.appearance_blur)
         ae.encoder.requires_grad_(False)
         trained = ae.decoder
+        reference = None
     elif args.shape_channels:
         reference = load_autoencoder(args.init).requires_grad_(False)
         try:
@@ -422,7 +439,8 @@ def main() -> None:
         ae = load_autoencoder(args.init) if args.finetune else CausalAutoencoder(
             AutoencoderConfig(latent_channels=args.latent_channels))
         trained = ae
-    kept = reference.cfg.latent_channels if args.shape_channels else None
+    # with shape channels (grown now, or --init's for a decoder-only run): the old channels' count
+    kept = ae.cfg.latent_channels - ae.cfg.shape_channels if ae.cfg.shape_channels else None
     opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=1e-4)
     start = run.resume(model=ae, opt=opt)
     rng = np.random.default_rng([args.seed, start])  # fresh but reproducible stream after resume

@@ -130,6 +130,40 @@ def test_save_load_roundtrip_and_errors(tmp_path):
         load_autoencoder(path)
 
 
+BLUR_CFG = AutoencoderConfig(latent_channels=7, encoder_channels=(4, 6, 8, 8), decoder_channels=(8, 6, 4, 4),
+                             shape_channels=3, appearance_blur=2)
+
+
+def test_appearance_blur_softens_only_the_appearance_channels_and_streams_like_one_shot(tmp_path):
+    """With shape channels, `appearance_blur` passes of a 3x3 binomial blur reach the decoder's
+    appearance channels (a point spreads to a 5x5 binomial after two passes; flat latents stay
+    flat); the shape channels pass through untouched; the setting travels in the weight file; and
+    streamed decoding equals one-shot decoding (the blur is per frame)."""
+    torch.manual_seed(0)
+    ae = CausalAutoencoder(BLUR_CFG).eval()
+    z = torch.zeros(1, 7, 2, 8, 8)
+    z[0, :, :, 4, 4] = 16.0
+    low = ae._low_pass(z)
+    row = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+    torch.testing.assert_close(low[0, 0, 0, 2:7, 2:7], torch.outer(row, row) / 16)
+    assert low[0, :4].sum(dim=(-1, -2)).allclose(torch.full((4, 2), 16.0))  # mass kept
+    assert torch.equal(low[:, 4:], z[:, 4:])
+    torch.testing.assert_close(ae._low_pass(torch.full_like(z, 0.7)), torch.full_like(z, 0.7))
+    plain = CausalAutoencoder(AutoencoderConfig(**{**BLUR_CFG.__dict__, "appearance_blur": 0})).eval()
+    plain.load_state_dict(ae.state_dict())
+    assert torch.equal(plain._low_pass(z), z)
+    z = torch.randn(1, 7, 5, 8, 8)
+    with torch.no_grad():
+        whole = ae.decode(z)
+        assert not torch.allclose(whole, plain.decode(z), atol=1e-4)  # the decoder sees the blur
+        torch.testing.assert_close(whole, plain.decode(ae._low_pass(z)))
+    dec = AutoencoderStreamingDecoder(ae)
+    parts = [dec.decode(z[:, :, :1]), dec.decode(z[:, :, 1:4]), dec.decode(z[:, :, 4:])]
+    assert torch.allclose(torch.cat(parts, dim=2), whole, atol=1e-6)
+    save_autoencoder(ae, tmp_path / "ae.safetensors")
+    assert load_autoencoder(tmp_path / "ae.safetensors").cfg.appearance_blur == 2
+
+
 def _builtin_decoder(monkeypatch, native: bool, *overrides: str):
     from longvid import api
     from longvid.config import load_config

@@ -901,3 +901,40 @@ def test_label_obedience_reports_each_pair_of_named_and_underlying_shapes():
         named, under = pair.split(" over ")
         assert named != under and {named, under} <= {"circle", "square", "triangle"} and 0.0 <= share <= 1.0
     assert min(by_pair.values()) <= overall <= max(by_pair.values())
+
+
+def test_a_decoder_only_run_on_shape_channels_reads_the_frozen_encoder_and_has_no_anchor():
+    """shape_channel_losses with no reference (`--decoder-only` on an autoencoder that has shape
+    channels): the decoder's old channels are the frozen encoder's, the stand-in's on swapped
+    clips, and there is no anchor term."""
+    from train_autoencoder import sample_shape_batch, shape_channel_losses, with_shape_channels
+
+    torch.manual_seed(0)
+    ae = with_shape_channels(_tiny_autoencoder()).eval()
+    x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(np.random.default_rng(1), 2, 5, 32, 32,
+                                                                     swap_share=1.0)
+    with torch.no_grad():
+        z = ae.encode(x)
+        terms = shape_channel_losses(ae, None, z, x, stand_in, shapes, stand_in_shapes, cover)
+        assert float(terms["anchor"]) == 0.0
+        torch.testing.assert_close(terms["stand_in"], ae.encode(stand_in)[:, :4])
+        assert terms["maps"].shape == (2, 3, 2, 4, 4)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "add --decoder-only"),
+    (["--decoder-only"], "needs an autoencoder with shape channels"),
+])
+def test_appearance_blur_is_refused_where_it_cannot_apply(tmp_path, extra, message):
+    import subprocess
+
+    from longvid.loading import save_autoencoder
+
+    save_autoencoder(_tiny_autoencoder(), tmp_path / "plain.safetensors")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_autoencoder.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--appearance-blur", "2", *extra, "--init", str(tmp_path / "plain.safetensors"),
+         "--steps", "0", "--full-steps", "0", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "ae.safetensors")],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "ae.safetensors").exists()
