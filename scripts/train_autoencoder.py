@@ -478,7 +478,7 @@ def main() -> None:
         l1 = (weight * (y - x).abs()).mean() / weight.mean()
         mse = (weight * (y - x).pow(2)).mean() / weight.mean()
         loss = l1 + mse + (0.0 if args.decoder_only else 1e-4 * z.pow(2).mean())
-        if kept:
+        if kept and not args.decoder_only:  # the encoder's terms (a frozen encoder has no gradient)
             loss = loss + args.shape_weight * shape_terms["shape"] + args.anchor_weight * shape_terms["anchor"]
         if args.edge_weight:
             loss = loss + args.edge_weight * edge_loss(y, x, weight)

@@ -238,6 +238,14 @@ def blur_context(x: torch.Tensor, target: torch.Tensor, max_share: float) -> tor
     return torch.where(target[:, None, :, None, None], x, random_blur(x, max_share))
 
 
+def channel_weights(channels: int, shape_channels: int, weight: float) -> torch.Tensor:
+    """(channels,) flow-loss weights: the last `shape_channels` weigh `weight` times the others,
+    scaled to a mean of 1 so the loss (and the learning rate's meaning) keeps its scale."""
+    w = torch.ones(channels)
+    w[channels - shape_channels :] = weight
+    return w * channels / w.sum()
+
+
 def object_weight(x0: torch.Tensor, extra: float, scale: float = 2.0) -> torch.Tensor:
     """Per-position loss weight (B, 1, F, h, w): 1 on the background, up to 1 + extra on objects.
 
@@ -689,6 +697,9 @@ def main() -> None:
                     help="with --init-from: the config's latents have more channels than the trained model's "
                          "(an autoencoder grown by train_autoencoder.py --shape-channels); the new channels' "
                          "input and output weights start at zero")
+    ap.add_argument("--shape-channel-weight", type=float, default=1.0, metavar="W",
+                    help="weigh the flow loss on the latents' shape channels (the config's autoencoder's "
+                         "shape_channels, train_autoencoder.py --shape-channels) W times the others'")
     args = ap.parse_args()
     factors = parse_oversample(args.oversample_motion)  # a typo fails before any data is loaded
     if args.deepen and not args.init_from:
@@ -752,6 +763,14 @@ def main() -> None:
     if args.pixel_weight or args.pixel_adv_weight or args.corner_weight:
         pixel = PixelLoss(load_autoencoder(args.autoencoder or weight_path(cfg, "vae")), args.pixel_crop,
                           args.pixel_samples)
+    channel_weight = torch.ones(cfg.model.out_channels)
+    if args.shape_channel_weight != 1.0:
+        n_shape = load_autoencoder(weight_path(cfg, "vae")).cfg.shape_channels
+        if not n_shape:
+            raise SystemExit(f"--shape-channel-weight: the autoencoder {weight_path(cfg, 'vae')} has no shape "
+                             "channels (make one with train_autoencoder.py --shape-channels)")
+        channel_weight = channel_weights(cfg.model.out_channels, n_shape, args.shape_channel_weight)
+        run.log(f"shape channels ({n_shape}) weigh {args.shape_channel_weight:g}x the others in the flow loss")
     run.log(f"{data.n} clips x {data.t} latent frames; model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
             f"params; slots {slots}; timesteps {[round(t, 1) for t in steps_t]}")
     rng = np.random.default_rng([args.seed, start])
@@ -832,7 +851,8 @@ def main() -> None:
         with autocast:
             pred = model(x_in, t, text, frame_positions=positions, frame_mask=masks).float()
         v_target = torch.where(context, noise - x0, velocity_target(x_in, x0, sigma_map.clamp_min(1e-3)))
-        err = ((pred - v_target).pow(2) * object_weight(x0, args.object_weight)).mean(dim=(1, 3, 4))
+        err = ((pred - v_target).pow(2) * object_weight(x0, args.object_weight)
+               * channel_weight[None, :, None, None, None]).mean(dim=(1, 3, 4))
         loss = (err * target).sum() / target.sum()
         x0_hat = flow.to_x0(x_in, pred, t)  # what the pixel, shape and critic losses judge
         loss_pixel = loss_padv = loss_pcritic = torch.zeros(())

@@ -938,3 +938,12 @@ def test_appearance_blur_is_refused_where_it_cannot_apply(tmp_path, extra, messa
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "ae.safetensors").exists()
+
+
+def test_shape_channel_weights_weigh_the_last_channels_and_keep_the_mean():
+    from train_generator import channel_weights
+
+    w = channel_weights(19, 3, 4.0)
+    assert w.shape == (19,) and float(w.mean()) == pytest.approx(1.0)
+    assert torch.allclose(w[16:], 4 * w[0]) and torch.allclose(w[:16], w[0].expand(16))
+    assert torch.equal(channel_weights(16, 0, 4.0), torch.ones(16))
