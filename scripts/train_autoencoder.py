@@ -167,7 +167,7 @@ def with_shape_channels(ae: CausalAutoencoder) -> CausalAutoencoder:
     return new
 
 
-def shape_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder, z: torch.Tensor, x: torch.Tensor,
+def shape_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder | None, z: torch.Tensor, x: torch.Tensor,
                          stand_in: torch.Tensor, shapes: torch.Tensor, stand_in_shapes: torch.Tensor,
                          cover: torch.Tensor) -> dict[str, torch.Tensor]:
     """The `--shape-channels` terms of a step, for clips `x` encoded to `z` by `ae`: "shape", the
