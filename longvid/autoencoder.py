@@ -52,6 +52,17 @@ class AutoencoderConfig:
         return 2 ** (len(self.encoder_channels) - 1)
 
 
+def binomial_blur(x: Tensor) -> Tensor:
+    """One pass of a 3x3 binomial blur ([1, 2, 1] / 4 each way, edges replicated) over each
+    channel and frame of latents (B, C, F, h, w)."""
+    kernel = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    kernel = (kernel[:, None] * kernel[None, :] / 16)[None, None]
+    b, c, f = x.shape[:3]
+    flat = rearrange(x, "b c f h w -> (b c f) 1 h w")
+    out = F.conv2d(F.pad(flat, (1, 1, 1, 1), mode="replicate"), kernel)
+    return rearrange(out, "(b c f) 1 h w -> b c f h w", b=b, c=c, f=f)
+
+
 def _conv(c_in: int, c_out: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2)
 
@@ -237,13 +248,9 @@ class CausalAutoencoder(nn.Module):
         passes, c = self.cfg.appearance_blur, self.cfg.latent_channels - self.cfg.shape_channels
         if not passes:
             return latents
-        kernel = torch.tensor([1.0, 2.0, 1.0], dtype=latents.dtype, device=latents.device) / 4
-        kernel = (kernel[:, None] * kernel[None, :])[None, None]
-        b, _, t, h, w = latents.shape
-        x = rearrange(latents[:, :c], "b c t h w -> (b c t) 1 h w")
+        x = latents[:, :c]
         for _ in range(passes):
-            x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
-        x = rearrange(x, "(b c t) 1 h w -> b c t h w", b=b, c=c, t=t)
+            x = binomial_blur(x)
         return torch.cat([x, latents[:, c:]], dim=1)
 
     def decode(self, latents: Tensor, state: list | None = None, first: bool = True) -> Tensor:

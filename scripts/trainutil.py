@@ -17,6 +17,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from longvid.autoencoder import binomial_blur  # noqa: E402
 from longvid.world import MOTIONS, SHAPES  # noqa: E402  (after the path: scripts/ run from anywhere)
 
 
@@ -189,11 +190,7 @@ def blur_latents(x: torch.Tensor, share: float | torch.Tensor) -> torch.Tensor:
     """(B, C, F, h, w) latents with `share` of a 3x3 binomial blur (per channel and frame) mixed in;
     `share` is one number or one per sample, shape (B,). What a generator trained on a mean makes
     of a latent block (docs/training.md, session 12), so also a training augmentation."""
-    kernel = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype)
-    kernel = (kernel[:, None] * kernel[None, :] / 16)[None, None]
-    flat = x.transpose(1, 2).flatten(0, 2)[:, None]  # (B*F*C, 1, h, w)
-    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (1, 1, 1, 1), mode="replicate"), kernel)
-    blurred = blurred.view(x.shape[0], x.shape[2], x.shape[1], *x.shape[3:]).transpose(1, 2)
+    blurred = binomial_blur(x)
     if torch.is_tensor(share):
         share = share.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
     return (1 - share) * x + share * blurred
