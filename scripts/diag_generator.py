@@ -13,6 +13,11 @@ A model that uses its context must beat `blind` by far and `copy` somewhat (obje
 are latent MSEs over object positions (where the truth differs from the frame's median latent)
 and over all positions. No learned judge, no pixels: this isolates the generator from the decoder.
 
+`--shape-sources` (a shape-channel autoencoder, `train_autoencoder.py --shape-channels`) also
+decodes the model's block with its shape channels taken from the truth, and the truth with the
+model's shape channels: which half of the model's latents (appearance or shape channels) keeps
+the decoder from drawing the shape.
+
 `--pairs` (shards from `prepare_latents.py --partners`) instead checks whether the model draws
 the shape the caption names: for each sample, the clip's and its partner's target block (shapes
 exchanged) under the same noise, the clip's context and each one's caption. It prints, per
@@ -50,6 +55,12 @@ def errors(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     return float((se * obj).sum() / obj.sum().clamp_min(1)), float(se.mean())
 
 
+def with_shape_channels(appearance: torch.Tensor, shape: torch.Tensor, n_shape: int) -> torch.Tensor:
+    """Latents (B, C, F, h, w) with the first C - n_shape channels of `appearance` and the last
+    n_shape channels (the shape channels) of `shape`."""
+    return torch.cat([appearance[:, : appearance.shape[1] - n_shape], shape[:, shape.shape[1] - n_shape :]], dim=1)
+
+
 def pixel_scores(ae, pred: torch.Tensor, specs: list, warm: int = 0) -> np.ndarray:
     """Decode each sample's latents (the target block alone, or after `warm` frames that warm up
     the causal decoder and are not scored) and detect them with longvid.evaluate's detector: per
@@ -85,6 +96,9 @@ def main() -> None:
     ap.add_argument("--blur-truth", type=float, nargs="+", default=[], metavar="A",
                     help="also score the true block with each share A of a 3x3 binomial blur mixed into "
                          "its latents (spatial detail only; compare with the model's row)")
+    ap.add_argument("--shape-sources", action="store_true",
+                    help="also decode the model's appearance channels with the true shape channels and the "
+                         "reverse (a shape-channel autoencoder)")
     ap.add_argument("--pairs", action="store_true",
                     help="the shape-pair check instead (shards made with prepare_latents.py --partners)")
     args = ap.parse_args()
@@ -104,6 +118,10 @@ def main() -> None:
     data = Data(args.data)
     ae = load_autoencoder(args.autoencoder or weight_path(cfg, "vae")).eval()
     rng = np.random.default_rng(1234)
+    n_shape = ae.cfg.shape_channels
+    if args.shape_sources and not n_shape:
+        raise SystemExit(f"--shape-sources: {args.autoencoder or weight_path(cfg, 'vae')} has no shape channels; "
+                         "pass a shape-channel autoencoder (--autoencoder or the config's vae)")
     if args.pairs:
         if data.partner_latents is None:
             raise SystemExit("--pairs needs shards made with prepare_latents.py --partners")
@@ -136,6 +154,11 @@ def main() -> None:
         specs = [data.specs[c][int(seg_of_slot[i, target[i]][0])] for i, c in enumerate(clips) if keep[i]]
         for name, y in (("truth", truth), ("model", pick(pred)), ("first-step", pick(first)), ("blind", pick(blind))):
             pix[name].append(pixel_scores(ae, y, specs))
+        if args.shape_sources:
+            pix.setdefault("model, true shape channels", []).append(
+                pixel_scores(ae, with_shape_channels(pick(pred), truth, n_shape), specs))
+            pix.setdefault("truth, model's shape channels", []).append(
+                pixel_scores(ae, with_shape_channels(truth, pick(pred), n_shape), specs))
         for t_one in args.one_step:
             t = torch.where(target, torch.full(target.shape, t_one), torch.zeros(target.shape))
             x_t = flow.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), t)

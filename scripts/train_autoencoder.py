@@ -187,7 +187,29 @@ def shape_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder | N
         with torch.no_grad():
             anchor_target = reference.encode(x)
         anchor = (z[:, :c] - anchor_target).pow(2).mean()
-    return {"shape": (z[:, c:] - target).pow(2).mean(), "anchor": anchor, "stand_in": old, "maps": target}
+    shape = (z[:, c:] - normalised_maps(ae, target)).pow(2).mean()
+    return {"shape": shape, "anchor": anchor, "stand_in": old, "maps": target}
+
+
+def normalised_maps(ae: CausalAutoencoder, maps: torch.Tensor) -> torch.Tensor:
+    """Shape maps (B, S, T, h, w) in the units the encoder writes (`shape_maps`) -> normalised as
+    `ae`'s latents are (its shape channels' statistics): what the decoder and the loss compare
+    with. While a grown autoencoder trains its statistics are 0 and 1; a decoder-only run keeps
+    the measured ones, and decode() undoes them."""
+    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    mean, std = ae.latents_mean[c:, None, None, None], ae.latents_std[c:, None, None, None]
+    return (maps - mean) / std
+
+
+def hedge_maps(maps: torch.Tensor, low: float, leak: float) -> torch.Tensor:
+    """Shape maps (B, S, T, h, w) as a generator hands them over (docs/training.md, session 30):
+    per clip, scaled by U(`low`, 1), and every shape channel given a share U(0, `leak`) of each
+    cell's total coverage, so the decoder learns to draw the shape whose channel leads rather than
+    to read exact coverage values. `low` 1 and `leak` 0 return the maps as they are."""
+    b, s = maps.shape[:2]
+    scale = low + (1.0 - low) * torch.rand(b, 1, 1, 1, 1)
+    shares = leak * torch.rand(b, s, 1, 1, 1)
+    return scale * maps + shares * maps.sum(dim=1, keepdim=True)
 
 
 def label_obedience(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[float, dict[str, float]]:
@@ -287,6 +309,15 @@ def augment_latents(z: torch.Tensor, noise: float, blur: float) -> torch.Tensor:
     return random_blur(z, blur)
 
 
+def decoder_latents(ae: CausalAutoencoder, terms: dict[str, torch.Tensor], noise: float, blur: float,
+                    shape_blur: float, hedge: tuple[float, float] = (1.0, 0.0)) -> torch.Tensor:
+    """What the decoder of a shape-channel run decodes, from `shape_channel_losses`' terms: the
+    old channels it is given (augmented with `noise` and `blur`), then the true shape maps,
+    hedged (`hedge_maps`), normalised like the latents and augmented with `shape_blur`."""
+    maps = normalised_maps(ae, hedge_maps(terms["maps"], *hedge))
+    return torch.cat([augment_latents(terms["stand_in"], noise, blur), augment_latents(maps, noise, shape_blur)], dim=1)
+
+
 def with_fresh_decoder(ae: CausalAutoencoder, channels: tuple[int, ...]) -> CausalAutoencoder:
     """`ae`'s encoder and latent statistics (so the same latent space) under a new, untrained
     decoder of the given widths."""
@@ -373,6 +404,10 @@ def main() -> None:
                          "decoder learns a square's corners last (docs/training.md, session 28)")
     ap.add_argument("--shape-blur", type=float, default=0.5, metavar="A",
                     help="with --shape-channels: --latent-blur for the shape channels")
+    ap.add_argument("--hedge-maps", type=float, nargs=2, default=(1.0, 0.0), metavar=("LOW", "LEAK"),
+                    help="with shape channels: the decoder's shape maps scaled by U(LOW, 1) per clip and each "
+                         "channel given U(0, LEAK) of the cells' total coverage, as a generator's hedged maps "
+                         "(docs/training.md, session 30); 1 0 leaves them exact")
     ap.add_argument("--appearance-blur", type=int, default=None, metavar="N",
                     help="with --decoder-only on an autoencoder with shape channels: the decoder sees its "
                          "appearance channels through N passes of a 3x3 blur (AutoencoderConfig.appearance_blur), "
@@ -398,6 +433,9 @@ def main() -> None:
     for name in ("swap_share", "square_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             ap.error(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")
+    low, leak = args.hedge_maps
+    if not (0.0 < low <= 1.0 and leak >= 0.0):
+        ap.error(f"--hedge-maps LOW LEAK: LOW in (0, 1] and LEAK 0 or more, got {low:g} {leak:g}")
     if args.appearance_blur is not None and not args.decoder_only:
         ap.error("--appearance-blur changes what the decoder of --init sees: add --decoder-only")
     if args.finetune and args.decoder_only:
@@ -467,8 +505,8 @@ def main() -> None:
             shape_terms = shape_channel_losses(ae, reference, z, x, stand_in, shapes, stand_in_shapes, cover)
             # the decoder reads the true maps, so it learns to draw from them while the encoder is
             # still learning to write them
-            y = ae.decode(torch.cat([augment_latents(shape_terms["stand_in"], args.latent_noise, args.latent_blur),
-                                     augment_latents(shape_terms["maps"], args.latent_noise, args.shape_blur)], dim=1))
+            y = ae.decode(decoder_latents(ae, shape_terms, args.latent_noise, args.latent_blur, args.shape_blur,
+                                          args.hedge_maps))
         else:
             y = ae.decode(augment_latents(z, args.latent_noise, args.latent_blur))
         # objects cover few pixels (and crops often miss them): weigh pixels that differ from the

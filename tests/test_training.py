@@ -921,11 +921,65 @@ def test_a_decoder_only_run_on_shape_channels_reads_the_frozen_encoder_and_has_n
         assert terms["maps"].shape == (2, 3, 2, 4, 4)
 
 
+def test_the_decoder_of_a_decoder_only_run_reads_the_shape_maps_in_the_units_the_encoder_writes():
+    """A decoder-only run keeps the measured latent statistics, so the true shape maps must be
+    normalised before decode() undoes them (session 29's run fed them raw: the decoder saw them
+    at a third of their scale), and the encoder's shape loss compares like with like."""
+    from train_autoencoder import decoder_latents, sample_shape_batch, shape_channel_losses, with_shape_channels
+
+    torch.manual_seed(0)
+    ae = with_shape_channels(_tiny_autoencoder()).eval()
+    ae.latents_mean[4:] = torch.tensor([0.07, 0.04, 0.02])
+    ae.latents_std[4:] = torch.tensor([0.46, 0.35, 0.26])
+    x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(np.random.default_rng(1), 2, 5, 32, 32,
+                                                                     swap_share=0.0)
+    with torch.no_grad():
+        z = ae.encode(x)
+        terms = shape_channel_losses(ae, None, z, x, stand_in, shapes, stand_in_shapes, cover)
+        latents = decoder_latents(ae, terms, noise=0.0, blur=0.0, shape_blur=0.0)
+        mean, std = ae.latents_mean[4:, None, None, None], ae.latents_std[4:, None, None, None]
+        torch.testing.assert_close(latents[:, 4:] * std + mean, terms["maps"])  # what decode() sees
+        torch.testing.assert_close(latents[:, :4], z[:, :4])
+        exact = torch.cat([z[:, :4], latents[:, 4:]], dim=1)
+        assert float(shape_channel_losses(ae, None, exact, x, stand_in, shapes, stand_in_shapes, cover)["shape"]) < 1e-10
+
+
+def test_hedged_shape_maps_scale_each_clip_and_leak_its_coverage_into_every_shape_channel():
+    from train_autoencoder import hedge_maps
+
+    maps = torch.zeros(64, 3, 2, 4, 4)
+    maps[:, 1, :, 1:3, 1:3] = 4.0  # squares covering four cells
+    torch.testing.assert_close(hedge_maps(maps, 1.0, 0.0), maps)
+    torch.manual_seed(0)
+    out = hedge_maps(maps, 0.5, 0.3)
+    cells = out[:, :, :, 1:3, 1:3]
+    assert torch.equal(out[:, :, :, 0], torch.zeros_like(out[:, :, :, 0]))  # no coverage, nothing leaks
+    per_clip = cells.flatten(2)
+    assert torch.equal(per_clip, per_clip[:, :, :1].expand_as(per_clip))  # one scale and leak per clip and channel
+    named, others = per_clip[:, 1, 0], per_clip[:, [0, 2], 0]
+    assert 2.0 <= float(named.min()) and float(named.max()) <= 4.0 + 0.3 * 4.0
+    assert float(others.min()) >= 0.0 and float(others.max()) <= 0.3 * 4.0 and float(others.std()) > 0.1
+    assert float(named.std()) > 0.1
+    both = maps.clone()
+    both[:, 0, :, 1:3, 1:3] = 2.0  # two shapes' coverage in the same cells: one scale for both
+    scaled = hedge_maps(both, 0.5, 0.0)
+    torch.testing.assert_close(scaled[:, 0], scaled[:, 1] / 2)
+
+
+def test_the_shape_source_check_takes_appearance_and_shape_channels_from_the_two_latents():
+    from diag_generator import with_shape_channels as mixed
+
+    a, b = torch.zeros(2, 19, 3, 4, 4), torch.ones(2, 19, 3, 4, 4)
+    out = mixed(a, b, 3)
+    assert torch.equal(out[:, :16], a[:, :16]) and torch.equal(out[:, 16:], b[:, 16:])
+
+
 @pytest.mark.parametrize("extra, message", [
     ([], "add --decoder-only"),
     (["--decoder-only"], "needs an autoencoder with shape channels"),
+    (["--decoder-only", "--hedge-maps", "0", "0.2"], "LOW in (0, 1] and LEAK 0 or more, got 0 0.2"),
 ])
-def test_appearance_blur_is_refused_where_it_cannot_apply(tmp_path, extra, message):
+def test_decoder_options_are_refused_where_they_cannot_apply(tmp_path, extra, message):
     import subprocess
 
     from longvid.loading import save_autoencoder
