@@ -55,7 +55,7 @@ def errors(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     return float((se * obj).sum() / obj.sum().clamp_min(1)), float(se.mean())
 
 
-def with_shape_channels(appearance: torch.Tensor, shape: torch.Tensor, n_shape: int) -> torch.Tensor:
+def mix_shape_channels(appearance: torch.Tensor, shape: torch.Tensor, n_shape: int) -> torch.Tensor:
     """Latents (B, C, F, h, w) with the first C - n_shape channels of `appearance` and the last
     n_shape channels (the shape channels) of `shape`."""
     return torch.cat([appearance[:, : appearance.shape[1] - n_shape], shape[:, shape.shape[1] - n_shape :]], dim=1)
@@ -156,9 +156,9 @@ def main() -> None:
             pix[name].append(pixel_scores(ae, y, specs))
         if args.shape_sources:
             pix.setdefault("model, true shape channels", []).append(
-                pixel_scores(ae, with_shape_channels(pick(pred), truth, n_shape), specs))
+                pixel_scores(ae, mix_shape_channels(pick(pred), truth, n_shape), specs))
             pix.setdefault("truth, model's shape channels", []).append(
-                pixel_scores(ae, with_shape_channels(truth, pick(pred), n_shape), specs))
+                pixel_scores(ae, mix_shape_channels(truth, pick(pred), n_shape), specs))
         for t_one in args.one_step:
             t = torch.where(target, torch.full(target.shape, t_one), torch.zeros(target.shape))
             x_t = flow.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), t)

@@ -205,7 +205,10 @@ def hedge_maps(maps: torch.Tensor, low: float, leak: float) -> torch.Tensor:
     """Shape maps (B, S, T, h, w) as a generator hands them over (docs/training.md, session 30):
     per clip, scaled by U(`low`, 1), and every shape channel given a share U(0, `leak`) of each
     cell's total coverage, so the decoder learns to draw the shape whose channel leads rather than
-    to read exact coverage values. `low` 1 and `leak` 0 return the maps as they are."""
+    to read exact coverage values. `low` 1 and `leak` 0 return the maps as they are, drawing no
+    random numbers (so earlier runs' commands replay)."""
+    if low == 1.0 and leak == 0.0:
+        return maps
     b, s = maps.shape[:2]
     scale = low + (1.0 - low) * torch.rand(b, 1, 1, 1, 1)
     shares = leak * torch.rand(b, s, 1, 1, 1)

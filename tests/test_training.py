@@ -949,7 +949,9 @@ def test_hedged_shape_maps_scale_each_clip_and_leak_its_coverage_into_every_shap
 
     maps = torch.zeros(64, 3, 2, 4, 4)
     maps[:, 1, :, 1:3, 1:3] = 4.0  # squares covering four cells
+    state = torch.get_rng_state()
     torch.testing.assert_close(hedge_maps(maps, 1.0, 0.0), maps)
+    assert torch.equal(torch.get_rng_state(), state)  # unhedged runs draw the same random numbers as before
     torch.manual_seed(0)
     out = hedge_maps(maps, 0.5, 0.3)
     cells = out[:, :, :, 1:3, 1:3]
@@ -967,7 +969,7 @@ def test_hedged_shape_maps_scale_each_clip_and_leak_its_coverage_into_every_shap
 
 
 def test_the_shape_source_check_takes_appearance_and_shape_channels_from_the_two_latents():
-    from diag_generator import with_shape_channels as mixed
+    from diag_generator import mix_shape_channels as mixed
 
     a, b = torch.zeros(2, 19, 3, 4, 4), torch.ones(2, 19, 3, 4, 4)
     out = mixed(a, b, 3)
