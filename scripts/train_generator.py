@@ -473,6 +473,13 @@ def velocity_target(x_in: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -
 
 
 @torch.no_grad()
+def training_forward(model: torch.nn.Module, compile_model: bool):
+    """What the training step calls for the model's forwards: the model itself, or (`--compile`)
+    torch.compile of it. The module stays `model`, so its state_dict, the EMA and the checkpoints
+    keep their keys; the first steps (and the first with no grad) compile."""
+    return torch.compile(model) if compile_model else model
+
+
 def autocast_drift(model, x: torch.Tensor, t: torch.Tensor, text, **kwargs) -> float:
     """Relative difference between the model's output under CPU bf16 autocast and in float32 on
     the same inputs: bf16's rounding gives about 0.01; a faulty bf16 kernel on the machine's
@@ -682,6 +689,9 @@ def main() -> None:
                          "off elsewhere, where emulated bf16 is ~20x slower than float32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="2 stalls whenever anything else runs")
+    ap.add_argument("--compile", action="store_true",
+                    help="run the model's forwards through torch.compile: ~1.6x faster steps on this CPU after "
+                         "3-5 minutes of compiling at the start (and again after a resume); same numbers")
     ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "transformer.safetensors"))
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--init-from", default=None,
@@ -802,6 +812,7 @@ def main() -> None:
         if drift > 0.05:
             raise SystemExit(f"bf16 autocast changes the model's output by {drift:.0%} against float32 on this "
                              "machine (a faulty bf16 kernel?): train with --no-bf16")
+    forward = training_forward(model, args.compile)
     for step in range(start, args.steps):
         t0 = run.elapsed
         clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, args.batch, S, W, k, args.switch_oversample,
@@ -828,7 +839,7 @@ def main() -> None:
                 t_ctx = torch.where(target, t, torch.full((B, slots), t_last))
                 x_ctx = flow.add_noise(x0, torch.randn_like(x0), t_ctx)
                 ctx_text = model.text_context(embeds).per_frame(index.flatten())
-                v = model(x_ctx, t_ctx, ctx_text, frame_positions=positions, frame_mask=masks).float()
+                v = forward(x_ctx, t_ctx, ctx_text, frame_positions=positions, frame_mask=masks).float()
                 x0_hat = flow.to_x0(x_ctx, v, t_ctx)
             x_clean = torch.where(context, x0_hat, x0)
         else:
@@ -843,13 +854,13 @@ def main() -> None:
         with autocast:
             text = model.text_context(embeds).per_frame(index.flatten())
             if rollout:
-                x_in = sampler_states(model, x_in, target, levels, steps_t, flow, sc.renoise == "predicted",
+                x_in = sampler_states(forward, x_in, target, levels, steps_t, flow, sc.renoise == "predicted",
                                       text=text, frame_positions=positions, frame_mask=masks)
 
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         with autocast:
-            pred = model(x_in, t, text, frame_positions=positions, frame_mask=masks).float()
+            pred = forward(x_in, t, text, frame_positions=positions, frame_mask=masks).float()
         v_target = torch.where(context, noise - x0, velocity_target(x_in, x0, sigma_map.clamp_min(1e-3)))
         err = ((pred - v_target).pow(2) * object_weight(x0, args.object_weight)
                * channel_weight[None, :, None, None, None]).mean(dim=(1, 3, 4))
@@ -888,7 +899,7 @@ def main() -> None:
             both = torch.cat([(1 - sig) * x_clean[:P] + sig * noise_p, (1 - sig) * x_partner + sig * noise_p])
             with autocast:
                 pair_text = model.text_context(bank.embed(pair_caps)).per_frame(torch.cat([index_a, index_b]).flatten())
-                pair_pred = model(both, t[:P].repeat(2, 1), pair_text, frame_positions=positions,
+                pair_pred = forward(both, t[:P].repeat(2, 1), pair_text, frame_positions=positions,
                                   frame_mask=masks[:P].repeat(2, 1, 1)).float()
             loss_pair = pair_loss(pair_pred[:P], pair_pred[P:], x_clean[:P], x_partner, target[:P])
         loss_adv = loss_critic = loss_shape = torch.zeros(())

@@ -1003,3 +1003,88 @@ def test_shape_channel_weights_weigh_the_last_channels_and_keep_the_mean():
     assert w.shape == (19,) and float(w.mean()) == pytest.approx(1.0)
     assert torch.allclose(w[16:], 4 * w[0]) and torch.allclose(w[:16], w[0].expand(16))
     assert torch.equal(channel_weights(16, 0, 4.0), torch.ones(16))
+
+
+def test_the_compiled_training_forward_computes_what_the_model_does():
+    """train_generator.py --compile trains through torch.compile of the model: the same numbers
+    (here under the bf16 autocast it trains with, with and without grad), the module untouched."""
+    from conftest import TEXT_DIM, tiny_config
+    from train_generator import training_forward
+
+    from longvid.model import build_transformer
+
+    torch.manual_seed(0)
+    model = build_transformer(tiny_config().model)
+    assert training_forward(model, False) is model
+    compiled = training_forward(model, True)
+    assert compiled is not model and compiled._orig_mod is model
+    x, t = torch.randn(2, model.config.in_channels, 4, 4, 4), torch.rand(2, 4) * 1000
+    mask = torch.tril(torch.ones(4, 4, dtype=torch.bool))[None].repeat(2, 1, 1)
+    text = model.text_context(torch.randn(2, 5, TEXT_DIM)).per_frame(torch.tensor([0, 0, 1, 1, 1, 1, 0, 0]))
+    kwargs = dict(frame_positions=torch.arange(4), frame_mask=mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager = model(x, t, text, **kwargs).float()
+        fast = compiled(x, t, text, **kwargs).float()
+        with torch.no_grad():
+            fast_no_grad = compiled(x, t, text, **kwargs).float()
+    assert torch.allclose(fast, eager, atol=2e-2, rtol=2e-2)
+    assert torch.allclose(fast_no_grad, eager, atol=2e-2, rtol=2e-2)
+    fast.pow(2).mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert list(model.state_dict()) == list(build_transformer(tiny_config().model).state_dict())
+
+
+def test_retrain_runs_the_missing_stages_in_order_and_resumes_after_a_failure(tmp_path):
+    from retrain import Stage, run_stages
+
+    out = tmp_path / "retrain"
+    out.mkdir()
+    (out / "a.out").write_text("from an earlier run")
+    todo = [Stage("a", ["a.py"], out / "a.out"), Stage("b", ["b.py", "--x", "1"], out / "b.out"),
+            Stage("c", ["c.py"], out / "done")]
+    calls, fail = [], {"c"}
+
+    class Done:
+        def __init__(self, code: int) -> None:
+            self.returncode = code
+
+    def run(cmd, cwd):
+        name = Path(cmd[1]).stem
+        calls.append((name, cmd[2:]))
+        if name in fail:
+            return Done(1)
+        (out / f"{name}.out").write_text("made")
+        return Done(0)
+
+    with pytest.raises(SystemExit, match="stage c failed.*again"):
+        run_stages(todo, out, run=run)
+    assert calls == [("b", ["--x", "1"]), ("c", [])]
+    assert not (out / "done").exists()  # a failed stage is not marked done
+    fail.clear()
+    assert run_stages(todo, out, run=run) == ["c"]  # the rerun carries on where it stopped
+    assert (out / "done").exists()
+    rows = (out / "stages.csv").read_text().splitlines()
+    assert rows[0] == "stage,minutes,finished" and [r.split(",")[0] for r in rows[1:]] == ["b", "c"]
+    assert run_stages(todo, out, run=run) == [] and len(calls) == 3
+    calls.clear()
+    (out / "b.out").unlink()
+    assert run_stages(todo, out, run=run, dry_run=True) == [] and calls == []
+
+
+def test_retrain_stages_train_from_nothing_and_its_config_names_the_new_weights(tmp_path):
+    from retrain import stages, write_config
+
+    from longvid.config import load_config
+
+    todo = stages(tmp_path, threads=2, generator_steps=1000, tail_steps=100, clips=50, compile_model=True)
+    assert [s.name for s in todo] == ["autoencoder", "autoencoder-blur", "latents", "generator", "generator-tail"]
+    first_generator = todo[3].argv
+    assert "--init-from" not in first_generator and "--compile" in first_generator  # no earlier generator
+    assert first_generator[first_generator.index("--steps") + 1] == "1000"
+    tail = todo[4].argv
+    assert tail[tail.index("--init-from") + 1] == str(tmp_path / "generator" / "transformer.safetensors")
+    cfg = load_config(write_config(tmp_path))
+    builtin = load_config("configs/longvid-shapes.yaml")
+    assert cfg.model == builtin.model and cfg.schedule == builtin.schedule and cfg.cache == builtin.cache
+    assert cfg.weights.transformer == str((tmp_path / "generator-tail" / "transformer.safetensors").resolve())
+    assert cfg.weights.vae == str((tmp_path / "autoencoder-blur" / "autoencoder.safetensors").resolve())
