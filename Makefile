@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser-deps demo test bench soak clean
+.PHONY: install browser-deps demo test bench soak retrain clean
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ bench: install
 
 soak: install
 	$(BIN)/python scripts/soak.py --minutes 10 --out runs/soak
+
+# The built-in model from nothing (hours; resumable: run it again after a stop). docs/training.md
+retrain: install
+	$(BIN)/python scripts/retrain.py --out runs/retrain
 
 clean:
 	rm -rf $(VENV) out

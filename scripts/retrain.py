@@ -110,9 +110,9 @@ def run_stages(todo: list[Stage], out: Path, run=subprocess.run, dry_run: bool =
     for stage in todo:
         cmd = [sys.executable, str(SCRIPTS / stage.argv[0]), *stage.argv[1:]]
         if stage.output.exists():
-            print(f"[done]    {stage.name}: {stage.output}", flush=True)
+            print(f"{'[done]':7} {stage.name}: {stage.output}", flush=True)
             continue
-        print(f"[{'todo' if dry_run else 'run'}]     {stage.name}: {' '.join(cmd[1:])}", flush=True)
+        print(f"{'[todo]' if dry_run else '[run]':7} {stage.name}: {' '.join(cmd[1:])}", flush=True)
         if dry_run:
             continue
         t0 = time.time()
@@ -131,7 +131,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(REPO / "runs" / "retrain"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--generator-steps", type=int, default=12000)
+    ap.add_argument("--generator-steps", type=int, default=10000)
     ap.add_argument("--tail-steps", type=int, default=1500)
     ap.add_argument("--clips", type=int, default=400, help="latent clips (50 a shard)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
