@@ -472,7 +472,6 @@ def velocity_target(x_in: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -
     return (x_in - x0) / sigma
 
 
-@torch.no_grad()
 def training_forward(model: torch.nn.Module, compile_model: bool):
     """What the training step calls for the model's forwards: the model itself, or (`--compile`)
     torch.compile of it. The module stays `model`, so its state_dict, the EMA and the checkpoints
@@ -480,6 +479,7 @@ def training_forward(model: torch.nn.Module, compile_model: bool):
     return torch.compile(model) if compile_model else model
 
 
+@torch.no_grad()
 def autocast_drift(model, x: torch.Tensor, t: torch.Tensor, text, **kwargs) -> float:
     """Relative difference between the model's output under CPU bf16 autocast and in float32 on
     the same inputs: bf16's rounding gives about 0.01; a faulty bf16 kernel on the machine's
@@ -690,8 +690,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="2 stalls whenever anything else runs")
     ap.add_argument("--compile", action="store_true",
-                    help="run the model's forwards through torch.compile: ~1.6x faster steps on this CPU after "
-                         "3-5 minutes of compiling at the start (and again after a resume); same numbers")
+                    help="run the model's forwards through torch.compile: ~1.3x faster steps on this CPU after "
+                         "~4 minutes of compiling at the start (and again after a resume); same numbers")
     ap.add_argument("--out", default=str(REPO / "longvid" / "weights" / "shapes" / "transformer.safetensors"))
     ap.add_argument("--export-only", action="store_true")
     ap.add_argument("--init-from", default=None,
