@@ -42,6 +42,10 @@ class AutoencoderConfig:
     # The last `shape_channels` latent channels hold, per world shape, each cell's coverage by
     # objects of that shape (scripts/train_autoencoder.py --shape-channels); 0: none
     shape_channels: int = 0
+    # With shape channels: True if the other channels encode every shape as the circle on the
+    # same path and the shape channels label the shape over the circle's coverage
+    # (--shape-labels, session 32), so the decoder alone draws the outline
+    shape_labels: bool = False
     # With shape channels: passes of a 3x3 binomial blur over the other (appearance) channels
     # before decoding, so the decoder takes an object's outline from the shape channels alone
     # and a generator's round blob in the appearance channels cannot round a square (session 29)

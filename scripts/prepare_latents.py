@@ -23,21 +23,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainutil import REPO
+from trainutil import REPO, object_cover, shape_maps
 
 from longvid.loading import load_autoencoder
 from longvid.vae import from_uint8
-from longvid.world import SceneSpec, make_clip, random_spec, switched_spec
+from longvid.world import SHAPES, SceneSpec, make_clip, random_spec, switched_spec
 
 BLOCK = 3  # latent frames per block (configs/longvid-shapes.yaml)
 TF = 4  # pixel frames per latent frame
 
 
 def sample_clip(rng: np.random.Generator, latent_frames: int, size: int,
-                partner_rng: np.random.Generator | None = None):
+                partner_rng: np.random.Generator | None = None, circles: bool = False):
     """frames (F, H, W, 3) uint8, each latent frame's segment (T,), the segments' specs; with
     `partner_rng`, also the partner clip's frames and specs (`partner_specs`). The partner's
-    shapes are drawn from `partner_rng` alone, so the main clips are the same with or without."""
+    shapes are drawn from `partner_rng` alone, so the main clips are the same with or without.
+    With `circles` (for `--shape-labels`), instead of a partner: the same scene drawn as circles
+    (F, H, W, 3), their coverage (F, H, W) float32 and each frame's shape (F,) as an index into
+    SHAPES; the main clips are the same again."""
     blocks = latent_frames // BLOCK
     n_switch = int(rng.choice([0, 1, 2], p=[0.3, 0.45, 0.25]))
     switch_blocks = sorted(rng.choice(np.arange(1, blocks), size=min(n_switch, blocks - 1), replace=False))
@@ -51,6 +54,13 @@ def sample_clip(rng: np.random.Generator, latent_frames: int, size: int,
     frames, truth = make_clip(list(zip(starts, specs)), pixel_frames, rng, size)
     seg_pixel = truth.segment
     seg_latent = np.array([seg_pixel[max(0, TF * j - (TF - 1))] for j in range(latent_frames)])
+    if circles:
+        drawn = [replace(s, shape="circle") for s in specs]
+        circle_frames, circle_truth = make_clip(list(zip(starts, drawn)), pixel_frames, twin, size)
+        cover = np.stack([object_cover(circle_truth.spec_at(f), circle_truth.positions[f], size)
+                          for f in range(pixel_frames)])
+        shapes = np.array([SHAPES.index(truth.spec_at(f).shape) for f in range(pixel_frames)])
+        return frames, seg_latent, specs, circle_frames, cover, shapes
     if partner_rng is None:
         return frames, seg_latent, specs
     partners = partner_specs(specs, partner_rng)
@@ -78,11 +88,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--partners", action="store_true",
                     help="also store each clip rendered with its shapes exchanged (about twice the time)")
+    ap.add_argument("--shape-labels", action="store_true",
+                    help="latents in the layout of a --shape-labels autoencoder, from their targets: the appearance "
+                         "channels of the same scene drawn as circles (by --autoencoder), then each frame's shape "
+                         "as a label over the circles' coverage (docs/training.md, session 32)")
     args = ap.parse_args()
+    if args.shape_labels and args.partners:
+        ap.error("--shape-labels and --partners each render a second clip: pick one")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ae = load_autoencoder(args.autoencoder)
+    if args.shape_labels and ae.cfg.shape_channels and not ae.cfg.shape_labels:
+        ap.error(f"--shape-labels: {args.autoencoder}'s shape channels hold coverage, not labels; name the "
+                 "autoencoder the labels' appearance channels come from (the default, or a --shape-labels one)")
     for shard in range((args.clips + args.shard_size - 1) // args.shard_size):
         path = out / f"shard_{shard:04d}.pt"
         if path.exists():
@@ -92,8 +111,14 @@ def main() -> None:
         shard_data: dict[str, list] = {"latents": [], "segments": [], "specs": [], "partner_latents": [],
                                        "partner_specs": []}
         for _ in range(args.shard_size):
-            frames, seg, sp, *partner = sample_clip(rng, args.latent_frames, args.size, partner_rng)
-            shard_data["latents"].append(encode(ae, frames))
+            if args.shape_labels:
+                frames, seg, sp, circle_frames, cover, shapes = sample_clip(rng, args.latent_frames, args.size,
+                                                                            circles=True)
+                shard_data["latents"].append(label_latents(ae, circle_frames, cover, shapes))
+                partner = []
+            else:
+                frames, seg, sp, *partner = sample_clip(rng, args.latent_frames, args.size, partner_rng)
+                shard_data["latents"].append(encode(ae, frames))
             shard_data["segments"].append(torch.from_numpy(seg))
             shard_data["specs"].append([asdict(s) for s in sp])
             if partner:
@@ -110,6 +135,15 @@ def encode(ae, frames: np.ndarray) -> torch.Tensor:
     """One clip's frames (F, H, W, 3) uint8 -> latents (T, C, h, w) float16."""
     with torch.no_grad():
         return ae.encode(from_uint8(frames[None]))[0].transpose(0, 1).half()
+
+
+def label_latents(ae, circle_frames: np.ndarray, cover: np.ndarray, shapes: np.ndarray) -> torch.Tensor:
+    """A `--shape-labels` autoencoder's latents (T, C + len(SHAPES), h, w) float16 from their targets:
+    `ae`'s appearance channels of the circles, then the label maps (`shape_maps`; their
+    statistics are 0 and 1, so normalised they are the maps themselves)."""
+    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    maps = shape_maps(torch.from_numpy(cover)[None], torch.from_numpy(shapes)[None], ae.spatial_factor, TF)
+    return torch.cat([encode(ae, circle_frames)[:, :c], maps[0].transpose(0, 1).half()], dim=1)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from trainutil import (REPO, Run, blur_latents, edge_loss, motion_loss, parse_motion_values, random_blur, track_loss,
-                       warmup_cosine)
+from trainutil import (REPO, SHAPE_LEVEL, Run, blur_latents, edge_loss, motion_loss, object_cover, parse_motion_values,
+                       random_blur, shape_maps, track_loss, warmup_cosine)
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame, evaluate
@@ -39,10 +39,6 @@ from longvid.world import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, SIZES, SceneSp
 
 
 OBJECT_WEIGHT = 10.0
-# A shape channel reads SHAPE_LEVEL where a cell is all object of its shape (before the latent
-# statistics normalise it): at 1 the decoder's inputs from it, starting at zero, learnt ~7x slower
-# than its other inputs had (session 27)
-SHAPE_LEVEL = 4.0
 
 
 def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
@@ -78,7 +74,7 @@ def _forced_motion(rng: np.random.Generator, forced: list[tuple[str, float]]) ->
 
 
 def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
-                       swap_share: float, square_share: float = 0.0,
+                       swap_share: float, square_share: float = 0.0, stand_in_shape: str | None = None,
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """For `--shape-channels`: `batch` clips (half of them switching mid-clip); each frame's
     shape (B, F) as an index into SHAPES, and the same for the stand-in (below); each pixel's object coverage (B, F, H, W) in [0, 1],
@@ -87,7 +83,9 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
     drawn with other shapes, elsewhere the clip itself. Motion in the world never depends on the
     shape, so replaying the scene's draws with other shapes moves the objects the same way.
     `square_share` of the clips (before `swap_share` of the rest) are squares, always swapped: the
-    decoder learns corners last, over a circle's or a triangle's latents."""
+    decoder learns corners last, over a circle's or a triangle's latents. `stand_in_shape` (for
+    `--shape-labels`): every clip's stand-in is the same scene drawn with that shape throughout,
+    `swap_share` is not used, and the coverage is the stand-in's."""
     clips, stand_ins, shapes, stand_in_shapes, covers = [], [], [], [], []
     for _ in range(batch):
         spec = random_spec(rng)
@@ -100,10 +98,15 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
         twin = copy.deepcopy(rng)  # the scene's own draws, replayed for the stand-in
         clip, truth = make_clip(timeline, frames, rng, size)
         stand_in, stand_in_truth = clip, truth
-        if forced or rng.random() < swap_share:
+        if stand_in_shape is not None:
+            if any(s.shape != stand_in_shape for _, s in timeline):
+                stand_in, stand_in_truth = make_clip([(f, dataclasses.replace(s, shape=stand_in_shape))
+                                                      for f, s in timeline], frames, twin, size)
+        elif forced or rng.random() < swap_share:
             others = [dataclasses.replace(s, shape=_other_shape(rng, s.shape)) for _, s in timeline]
             stand_in, stand_in_truth = make_clip([(f, s) for (f, _), s in zip(timeline, others)], frames, twin, size)
-        cover = np.stack([object_cover(truth.spec_at(f), truth.positions[f], size) for f in range(frames)])
+        covered = stand_in_truth if stand_in_shape is not None else truth
+        cover = np.stack([object_cover(covered.spec_at(f), covered.positions[f], size) for f in range(frames)])
         if crop < size:
             y, x = rng.integers(0, size - crop + 1, size=2)
             clip, stand_in = clip[:, y : y + crop, x : x + crop], stand_in[:, y : y + crop, x : x + crop]
@@ -117,28 +120,9 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
             torch.tensor(stand_in_shapes), torch.from_numpy(np.stack(covers)))
 
 
-def object_cover(spec: SceneSpec, positions: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) float32 in [0, 1]: how much of each pixel the objects of `spec` at `positions`
-    (K, 2; NaN rows absent) cover, anti-aliased as the world draws them."""
-    out = np.zeros((size, size, 3), np.uint8)
-    mask_spec = dataclasses.replace(spec, colour="white", background="black")
-    draw(out, mask_spec, positions[~np.isnan(positions).any(1)])
-    return out[..., 0].astype(np.float32) / COLOURS["white"][0]
-
-
 def _other_shape(rng: np.random.Generator, shape: str) -> str:
     others = [s for s in SHAPES if s != shape]
     return others[int(rng.integers(len(others)))]
-
-
-def shape_maps(cover: torch.Tensor, shapes: torch.Tensor, factor: int, tf: int) -> torch.Tensor:
-    """What `--shape-channels` asks the encoder to write in its shape channels: for each latent
-    frame (its newest pixel frame, as the colour path) and each world shape, the share of each
-    latent cell covered by objects of that shape, times SHAPE_LEVEL. Object coverage (B, 4T-3,
-    H, W) with the frames' shapes (B, 4T-3) -> (B, len(SHAPES), T, H/factor, W/factor)."""
-    cover = torch.nn.functional.avg_pool2d(cover[:, ::tf], factor)  # pixel frame 4j: latent j's newest
-    onehot = torch.nn.functional.one_hot(shapes[:, ::tf], len(SHAPES)).float()  # (B, T, S)
-    return SHAPE_LEVEL * torch.einsum("bthw,bts->bsthw", cover, onehot)
 
 
 def with_shape_channels(ae: CausalAutoencoder) -> CausalAutoencoder:
@@ -189,6 +173,35 @@ def shape_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder | N
         anchor = (z[:, :c] - anchor_target).pow(2).mean()
     shape = (z[:, c:] - normalised_maps(ae, target)).pow(2).mean()
     return {"shape": shape, "anchor": anchor, "stand_in": old, "maps": target}
+
+
+def label_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder, z: torch.Tensor, stand_in: torch.Tensor,
+                         shapes: torch.Tensor, cover: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The `--shape-labels` terms of a step, for clips encoded to `z` by `ae` whose `stand_in` is the
+    same scene drawn as circles (`sample_shape_batch(stand_in_shape="circle")`, `cover` its
+    coverage): the appearance channels' target is where `reference` puts the circles ("stand_in"),
+    so a square and a circle on the same path encode to the same appearance and only the shape
+    channels tell them apart; those hold each frame's shape as a label over the circles' coverage
+    ("maps"). "anchor" and "shape" are the encoder's distances from both; the decoder learns from the
+    targets themselves, so it never sees a shape's outline outside the shape channels."""
+    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    with torch.no_grad():
+        appearance = reference.encode(stand_in)
+    maps = shape_maps(cover, shapes, ae.spatial_factor, ae.temporal_factor)
+    return {"shape": (z[:, c:] - normalised_maps(ae, maps)).pow(2).mean(),
+            "anchor": (z[:, :c] - appearance).pow(2).mean(), "stand_in": appearance, "maps": maps}
+
+
+def as_label_autoencoder(ae: CausalAutoencoder) -> CausalAutoencoder:
+    """A coverage-map autoencoder (sessions 27-28) turned into the start of a `--shape-labels` one:
+    its shape channels' statistics set to 0 and 1 (the labels' level is fixed, so latents made from
+    targets need no measured statistics). The network sees raw maps either way."""
+    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    with torch.no_grad():
+        ae.latents_mean[c:] = 0.0
+        ae.latents_std[c:] = 1.0
+    ae.cfg = dataclasses.replace(ae.cfg, shape_labels=True)
+    return ae
 
 
 def normalised_maps(ae: CausalAutoencoder, maps: torch.Tensor) -> torch.Tensor:
@@ -405,6 +418,14 @@ def main() -> None:
                     help="with --shape-channels: share of clips that are squares decoded over the old channels of "
                          "the same scene drawn as a circle or a triangle (before --swap-share of the rest): the "
                          "decoder learns a square's corners last (docs/training.md, session 28)")
+    ap.add_argument("--shape-labels", action="store_true",
+                    help="with --shape-channels: the old channels of a shape are those of the same scene drawn as "
+                         "circles (the encoder learns to write them), and the shape channels label each frame's shape "
+                         "over the circles' coverage, so the decoder alone draws corners and a generator only has to "
+                         "write a round blob and a label (docs/training.md, session 32)")
+    ap.add_argument("--reference", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"),
+                    help="with --shape-labels and an --init that has shape channels already: the autoencoder whose "
+                         "latents of the circles are the appearance channels' targets")
     ap.add_argument("--shape-blur", type=float, default=0.5, metavar="A",
                     help="with --shape-channels: --latent-blur for the shape channels")
     ap.add_argument("--hedge-maps", type=float, nargs=2, default=(1.0, 0.0), metavar=("LOW", "LEAK"),
@@ -431,6 +452,8 @@ def main() -> None:
         ap.error(f"--decoder-latent-span must be at least 1, got {args.decoder_latent_span}")
     if args.report_blur and not args.report:
         ap.error("--report-blur only changes a --report run: add --report AUTOENCODER, or drop --report-blur")
+    if args.shape_labels and not args.shape_channels:
+        ap.error("--shape-labels says what the shape channels hold: add --shape-channels")
     if args.shape_channels and (args.decoder_only or args.finetune):
         ap.error("--shape-channels trains encoder and decoder from --init: drop --decoder-only / --finetune")
     for name in ("swap_share", "square_share"):
@@ -471,10 +494,18 @@ def main() -> None:
         reference = None
     elif args.shape_channels:
         reference = load_autoencoder(args.init).requires_grad_(False)
-        try:
-            ae = with_shape_channels(reference)
-        except ValueError as e:
-            ap.error(f"--shape-channels: {e} (--init {args.init})")
+        if args.shape_labels and reference.cfg.shape_channels:
+            # a decoder that already draws from coverage maps (sessions 27-28) starts closer
+            ae, reference = as_label_autoencoder(load_autoencoder(args.init)), load_autoencoder(args.reference)
+            if reference.cfg.shape_channels or reference.cfg.latent_channels != ae.cfg.latent_channels - ae.cfg.shape_channels:
+                ap.error(f"--reference {args.reference} must be --init's autoencoder before its shape channels")
+            reference.requires_grad_(False)
+        else:
+            try:
+                ae = with_shape_channels(reference)
+            except ValueError as e:
+                ap.error(f"--shape-channels: {e} (--init {args.init})")
+            ae.cfg = dataclasses.replace(ae.cfg, shape_labels=args.shape_labels)
         trained = ae
     else:
         ae = load_autoencoder(args.init) if args.finetune else CausalAutoencoder(
@@ -496,8 +527,9 @@ def main() -> None:
         batch = args.batch // 2 if full else args.batch
         crop = args.size if full else args.crop
         if kept:
-            x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(rng, batch, args.frames, args.size, crop, args.swap_share,
-                                                          args.square_share)
+            x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(
+                rng, batch, args.frames, args.size, crop, args.swap_share, args.square_share,
+                stand_in_shape="circle" if args.shape_labels else None)
         else:
             x = sample_batch(rng, batch, args.frames, args.size, crop, motion_share)
         for g in opt.param_groups:
@@ -505,7 +537,10 @@ def main() -> None:
         with torch.set_grad_enabled(not args.decoder_only):
             z = ae.encode(x)
         if kept:
-            shape_terms = shape_channel_losses(ae, reference, z, x, stand_in, shapes, stand_in_shapes, cover)
+            if args.shape_labels:
+                shape_terms = label_channel_losses(ae, reference, z, stand_in, shapes, cover)
+            else:
+                shape_terms = shape_channel_losses(ae, reference, z, x, stand_in, shapes, stand_in_shapes, cover)
             # the decoder reads the true maps, so it learns to draw from them while the encoder is
             # still learning to write them
             y = ae.decode(decoder_latents(ae, shape_terms, args.latent_noise, args.latent_blur, args.shape_blur,
@@ -548,7 +583,7 @@ def main() -> None:
     # (kept as they are when only the decoder was trained: the latent space must not move).
     ae.eval()
     with torch.no_grad():
-        if not args.decoder_only:
+        if not args.decoder_only and not args.shape_labels:  # labels keep statistics 0 and 1: their level is set
             measured = slice(kept, None)  # with --shape-channels, the old channels keep --init's statistics
             ae.latents_mean[measured] = 0.0
             ae.latents_std[measured] = 1.0

@@ -5,6 +5,7 @@ imported by the library."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import random
 import sys
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from longvid.autoencoder import binomial_blur  # noqa: E402
-from longvid.world import MOTIONS, SHAPES  # noqa: E402  (after the path: scripts/ run from anywhere)
+from longvid.world import COLOURS, MOTIONS, SHAPES, SceneSpec, draw  # noqa: E402  (after the path: scripts/ run from anywhere)
 
 
 class Run:
@@ -218,3 +219,28 @@ def parse_motion_values(items: list[str], form: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"{item}: write {form}") from None
     return values
+
+
+# A shape channel reads SHAPE_LEVEL where a cell is all object of its shape (before the latent
+# statistics normalise it): at 1 the decoder's inputs from it, starting at zero, learnt ~7x slower
+# than its other inputs had (session 27)
+SHAPE_LEVEL = 4.0
+
+
+def object_cover(spec: SceneSpec, positions: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: how much of each pixel the objects of `spec` at `positions`
+    (K, 2; NaN rows absent) cover, anti-aliased as the world draws them."""
+    out = np.zeros((size, size, 3), np.uint8)
+    mask_spec = dataclasses.replace(spec, colour="white", background="black")
+    draw(out, mask_spec, positions[~np.isnan(positions).any(1)])
+    return out[..., 0].astype(np.float32) / COLOURS["white"][0]
+
+
+def shape_maps(cover: torch.Tensor, shapes: torch.Tensor, factor: int, tf: int) -> torch.Tensor:
+    """What `--shape-channels` asks the encoder to write in its shape channels: for each latent
+    frame (its newest pixel frame, as the colour path) and each world shape, the share of each
+    latent cell covered by objects of that shape, times SHAPE_LEVEL. Object coverage (B, 4T-3,
+    H, W) with the frames' shapes (B, 4T-3) -> (B, len(SHAPES), T, H/factor, W/factor)."""
+    cover = torch.nn.functional.avg_pool2d(cover[:, ::tf], factor)  # pixel frame 4j: latent j's newest
+    onehot = torch.nn.functional.one_hot(shapes[:, ::tf], len(SHAPES)).float()  # (B, T, S)
+    return SHAPE_LEVEL * torch.einsum("bthw,bts->bsthw", cover, onehot)

@@ -1088,3 +1088,104 @@ def test_retrain_stages_train_from_nothing_and_its_config_names_the_new_weights(
     assert cfg.model == builtin.model and cfg.schedule == builtin.schedule and cfg.cache == builtin.cache
     assert cfg.weights.transformer == str((tmp_path / "generator-tail" / "transformer.safetensors").resolve())
     assert cfg.weights.vae == str((tmp_path / "autoencoder-blur" / "autoencoder.safetensors").resolve())
+
+
+def test_label_stand_ins_are_the_same_scene_drawn_as_circles_and_cover_the_circles():
+    """`--shape-labels`: every clip's stand-in is its own scene with every shape drawn as a circle
+    (same places), a circle clip is its own stand-in, and the coverage is the circles'."""
+    from train_autoencoder import sample_shape_batch
+
+    from longvid.evaluate import detect_frame
+    from longvid.vae import to_uint8
+    from longvid.world import SHAPES
+
+    x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(np.random.default_rng(5), 8, 9, 64, 64,
+                                                                     swap_share=0.0, stand_in_shape="circle")
+    assert (stand_in_shapes == SHAPES.index("circle")).all()
+    assert (shapes != SHAPES.index("circle")).any()
+    for b in range(8):
+        if (shapes[b] == SHAPES.index("circle")).all():
+            assert torch.equal(x[b], stand_in[b])
+        frames, drawn = to_uint8(x[b : b + 1]), to_uint8(stand_in[b : b + 1])
+        for f in (0, 8):
+            mine, theirs = detect_frame(frames[f]).objects, detect_frame(drawn[f]).objects
+            assert len(mine) == len(theirs) and detect_frame(drawn[f]).shape == "circle"
+            for o, q in zip(sorted(mine, key=lambda o: tuple(o.centroid)), sorted(theirs, key=lambda o: tuple(o.centroid))):
+                assert np.hypot(*(o.centroid - q.centroid)) < 2.0
+            circle_pixels = np.abs(drawn[f].astype(int) - drawn[f, 0, 0].astype(int)).max(-1) > 12
+            covered = cover[b, f].numpy() > 0.05
+            assert (covered & circle_pixels).sum() >= 0.9 * (covered | circle_pixels).sum()  # edges aside
+
+
+def test_label_targets_give_a_square_and_a_circle_on_one_path_the_same_appearance():
+    """label_channel_losses: the appearance target is the reference's latents of the circles, the
+    shape channels label the clip's shape over the circles' coverage, and an encoder that writes
+    exactly those scores zero; what the decoder gets is built from the targets."""
+    from train_autoencoder import decoder_latents, label_channel_losses, sample_shape_batch, with_shape_channels
+
+    from longvid.world import SHAPES
+
+    torch.manual_seed(0)
+    reference = _tiny_autoencoder()
+    ae = with_shape_channels(reference).eval()
+    rng = np.random.default_rng(3)
+    x, stand_in, shapes, _, cover = sample_shape_batch(rng, 4, 5, 32, 32, swap_share=0.0, square_share=1.0,
+                                                       stand_in_shape="circle")
+    assert (shapes[:, 0] == SHAPES.index("square")).all()  # some switch shape later
+    with torch.no_grad():
+        z = ae.encode(x)
+        terms = label_channel_losses(ae, reference, z, stand_in, shapes, cover)
+        torch.testing.assert_close(terms["stand_in"], reference.encode(stand_in))
+        assert not torch.allclose(terms["stand_in"], reference.encode(x))  # not the squares' own latents
+        maps = terms["maps"]
+        pooled = torch.nn.functional.avg_pool2d(cover[:, ::4], 8)  # latent frame j: pixel frame 4j
+        for b in range(4):
+            for j in range(2):
+                named = int(shapes[b, 4 * j])
+                torch.testing.assert_close(maps[b, named, j], 4.0 * pooled[b, j])  # the circles' coverage, labelled
+                assert float(maps[b, :, j].sum()) == pytest.approx(float(maps[b, named, j].sum()))
+        assert maps[:, SHAPES.index("square"), 0].sum() > 1
+        exact = torch.cat([terms["stand_in"], maps], dim=1)  # statistics 0 and 1 on the new channels
+        again = label_channel_losses(ae, reference, exact, stand_in, shapes, cover)
+        assert float(again["shape"]) < 1e-10 and float(again["anchor"]) < 1e-10
+        torch.testing.assert_close(decoder_latents(ae, terms, noise=0.0, blur=0.0, shape_blur=0.0), exact)
+
+
+def test_a_coverage_autoencoder_becomes_a_label_one_that_sees_the_same_raw_maps():
+    from train_autoencoder import as_label_autoencoder, with_shape_channels
+
+    ae = with_shape_channels(_tiny_autoencoder())
+    ae.latents_mean[4:] = torch.tensor([0.07, 0.04, 0.02])
+    ae.latents_std[4:] = torch.tensor([0.46, 0.35, 0.26])
+    old_mean = ae.latents_mean[:4].clone()
+    labels = as_label_autoencoder(ae)
+    assert labels.cfg.shape_labels and torch.equal(labels.latents_mean[:4], old_mean)
+    assert torch.equal(labels.latents_mean[4:], torch.zeros(3)) and torch.equal(labels.latents_std[4:], torch.ones(3))
+
+
+def test_label_latents_are_the_circles_appearance_then_the_labels():
+    """`prepare_latents.py --shape-labels`: the main clip is the one drawn without it, the appearance
+    channels are the autoencoder's latents of the same scene drawn as circles, and the label
+    channels hold the clip's shape over the circles' coverage."""
+    from prepare_latents import encode, label_latents, sample_clip
+
+    from longvid.world import SHAPES
+
+    ae = _tiny_autoencoder()
+    seen = set()
+    for s in range(6):
+        plain = sample_clip(np.random.default_rng([1, s]), 6, 64)
+        frames, seg, specs, circles, cover, shapes = sample_clip(np.random.default_rng([1, s]), 6, 64, circles=True)
+        assert np.array_equal(frames, plain[0]) and specs == plain[2]
+        z = label_latents(ae, circles, cover, shapes)
+        assert z.shape == (6, 4 + len(SHAPES), 8, 8)
+        torch.testing.assert_close(z[:, :4], encode(ae, circles))
+        for j in range(6):
+            named = int(shapes[4 * j])  # latent frame j's newest pixel frame
+            seen.add(SHAPES[named])
+            pooled = cover[4 * j].reshape(8, 8, 8, 8).mean((1, 3))
+            np.testing.assert_allclose(z[j, 4 + named].float().numpy(), 4.0 * pooled, atol=4e-3)
+            assert float(z[j, 4:].float().sum()) == pytest.approx(float(z[j, 4 + named].float().sum()))
+        if all(sp.shape == "circle" for sp in specs):
+            assert np.array_equal(circles, frames)
+    assert seen - {"circle"}  # squares or triangles were labelled over circles
