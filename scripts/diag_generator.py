@@ -55,6 +55,13 @@ def errors(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     return float((se * obj).sum() / obj.sum().clamp_min(1)), float(se.mean())
 
 
+def channel_mass(shape_channels: torch.Tensor) -> np.ndarray:
+    """One block's shape channels (S, T, h, w) -> each channel's share of their summed positive
+    values: which shape the block names, and how firmly."""
+    m = shape_channels.float().clamp_min(0).sum(dim=(1, 2, 3))
+    return (m / m.sum().clamp_min(1e-6)).numpy()
+
+
 def mix_shape_channels(appearance: torch.Tensor, shape: torch.Tensor, n_shape: int) -> torch.Tensor:
     """Latents (B, C, F, h, w) with the first C - n_shape channels of `appearance` and the last
     n_shape channels (the shape channels) of `shape`."""
@@ -128,6 +135,7 @@ def main() -> None:
         return pair_check(model, bank, data, ae, rng, args, (S, W, k, steps_t, flow))
     pix: dict[str, list] = {"truth": [], "model": [], "first-step": [], "blind": []}
     shapes: list[str] = []  # the spec's shape of each scored block
+    mass: dict[str, list] = {}  # --shape-sources: per true shape, the shape channels' mass (model, truth)
     positions = torch.arange(S + W + k)
     totals: dict[str, list[tuple[float, float]]] = {"model": [], "blind": [], "copy": [], "first-step": []}
     for _ in range(args.samples // args.batch):
@@ -159,6 +167,8 @@ def main() -> None:
                 pixel_scores(ae, mix_shape_channels(pick(pred), truth, n_shape), specs))
             pix.setdefault("truth, model's shape channels", []).append(
                 pixel_scores(ae, mix_shape_channels(truth, pick(pred), n_shape), specs))
+            for spec, mine, true in zip(specs, pick(pred)[:, -n_shape:], truth[:, -n_shape:]):
+                mass.setdefault(spec.shape, []).append((channel_mass(mine), channel_mass(true)))
         for t_one in args.one_step:
             t = torch.where(target, torch.full(target.shape, t_one), torch.zeros(target.shape))
             x_t = flow.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)), t)
@@ -170,6 +180,11 @@ def main() -> None:
             row = pixel_scores(ae, blur_latents(truth, share), specs)
             pix.setdefault(f"truth, latents {share:g} blurred", []).append(row)
         shapes.extend(spec.shape for spec in specs)
+    if mass:
+        print("| true shape | the model's shape channels' shares | the truth's |\n|---|---|---|")
+        for kind, rows in sorted(mass.items()):
+            mine, true = (np.mean([r[i] for r in rows], 0) for i in (0, 1))
+            print(f"| {kind} | {' / '.join(f'{x:.2f}' for x in mine)} | {' / '.join(f'{x:.2f}' for x in true)} |")
     print(f"{args.weights}: {args.samples} teacher-forced blocks, sampler timesteps "
           f"{[round(t, 1) for t in steps_t]}")
     print("| predictor | object MSE | overall MSE |\n|---|---|---|")
