@@ -1189,3 +1189,13 @@ def test_label_latents_are_the_circles_appearance_then_the_labels():
         if all(sp.shape == "circle" for sp in specs):
             assert np.array_equal(circles, frames)
     assert seen - {"circle"}  # squares or triangles were labelled over circles
+
+
+def test_channel_mass_gives_each_shape_channels_share_of_a_blocks_positive_values():
+    from diag_generator import channel_mass
+
+    block = torch.zeros(3, 2, 4, 4)
+    block[1, :, 1:3, 1:3] = 4.0  # a square's label
+    block[0, :, 1:3, 1:3] = 1.0  # hedged towards the circle
+    block[2] = -0.5  # negative values name nothing
+    np.testing.assert_allclose(channel_mass(block), [0.2, 0.8, 0.0], atol=1e-6)
