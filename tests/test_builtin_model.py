@@ -123,3 +123,36 @@ def test_the_shape_channel_autoencoder_draws_the_shape_its_channels_name():
     assert np.mean([detect_frame(f).shape == "triangle" for f in mixed]) >= 0.9
     assert np.mean([detect_frame(f).shape == "square" for f in boxed]) >= 0.8
     assert np.mean([detect_frame(f).shape == "circle" for f in plain]) >= 0.9
+
+
+def test_the_label_autoencoder_encodes_every_shape_as_its_circle_and_draws_the_labelled_shape():
+    """`autoencoder-labels.safetensors` (docs/training.md, "Session 32"): a square or a triangle
+    encodes to about the appearance latents the default gives the circle on the same path, plus a
+    label in its own shape channel; its round trips draw the square and the triangle, and the
+    label alone decides what is drawn over one and the same appearance."""
+    import numpy as np
+
+    from longvid.evaluate import detect_frame
+    from longvid.loading import load_autoencoder
+    from longvid.vae import from_uint8, to_uint8
+    from longvid.world import SHAPES, SceneSpec, make_clip
+
+    shapes = Path(__file__).resolve().parents[1] / "longvid" / "weights" / "shapes"
+    ae = load_autoencoder(shapes / "autoencoder-labels.safetensors")
+    default = load_autoencoder(shapes / "autoencoder.safetensors")
+    assert ae.cfg.shape_labels and ae.cfg.shape_channels == len(SHAPES)
+    c = default.cfg.latent_channels
+    spec = SceneSpec(shape="circle", colour="red", background="black", motion="right", size="large")
+    clips = {s: make_clip(SceneSpec(**{**spec.__dict__, "shape": s}), 13, 0, 128)[0] for s in SHAPES}
+    with torch.no_grad():
+        z = {s: ae.encode(from_uint8(clip[None])) for s, clip in clips.items()}
+        circle_default = default.encode(from_uint8(clips["circle"][None]))
+        for s in SHAPES:
+            assert (z[s][:, :c] - circle_default).pow(2).mean() < 0.1  # the circle's appearance
+            mass = z[s][:, c:].clamp_min(0).sum(dim=(0, 2, 3, 4))
+            assert int(mass.argmax()) == SHAPES.index(s) and mass[SHAPES.index(s)] > 0.8 * mass.sum()
+        drawn = {s: to_uint8(ae.decode(torch.cat([z["circle"][:, :c], z[s][:, c:]], dim=1))) for s in SHAPES}
+        round_trip = to_uint8(ae.decode(z["square"]))
+    for s in SHAPES:
+        assert np.mean([detect_frame(f).shape == s for f in drawn[s]]) >= 0.8, s
+    assert np.mean([detect_frame(f).shape == "square" for f in round_trip]) >= 0.8
