@@ -27,14 +27,14 @@ import dataclasses
 import numpy as np
 import torch
 
-from trainutil import (REPO, SHAPE_LEVEL, Run, blur_latents, edge_loss, motion_loss, object_cover, parse_motion_values,
+from trainutil import (REPO, Run, blur_latents, edge_loss, motion_loss, object_cover, parse_motion_values,
                        random_blur, shape_maps, track_loss, warmup_cosine)
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
 from longvid.evaluate import detect_frame, evaluate
 from longvid.loading import load_autoencoder, save_autoencoder
 from longvid.vae import from_uint8, to_uint8
-from longvid.world import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, SIZES, SceneSpec, caption, draw, make_clip,
+from longvid.world import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, SIZES, SceneSpec, caption, make_clip,
                            random_spec, sample_switching_clip, switched_spec)
 
 

@@ -799,7 +799,7 @@ def test_shape_channels_start_as_the_autoencoder_they_grow_and_are_refused_twice
 def test_shape_maps_put_each_objects_coverage_in_its_shapes_channel():
     """object_cover draws the truth's objects as coverage (a background switch changes nothing),
     and shape_maps puts each latent cell's share of it in its shape's channel."""
-    from train_autoencoder import SHAPE_LEVEL, object_cover, shape_maps
+    from trainutil import SHAPE_LEVEL, object_cover, shape_maps
 
     from longvid.world import SHAPES, make_clip
 
