@@ -192,6 +192,11 @@ def label_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder, z:
             "anchor": (z[:, :c] - appearance).pow(2).mean(), "stand_in": appearance, "maps": maps}
 
 
+def kept_channels(ae: CausalAutoencoder) -> int:
+    """The appearance (non-shape) channels of `ae`'s latents."""
+    return ae.cfg.latent_channels - ae.cfg.shape_channels
+
+
 def as_label_autoencoder(ae: CausalAutoencoder) -> CausalAutoencoder:
     """A coverage-map autoencoder (sessions 27-28) turned into the start of a `--shape-labels` one:
     its shape channels' statistics set to 0 and 1 (the labels' level is fixed, so latents made from
@@ -492,6 +497,11 @@ def main() -> None:
         ae.encoder.requires_grad_(False)
         trained = ae.decoder
         reference = None
+        if ae.cfg.shape_labels:  # the decoder learns from the targets: the circles' latents by --reference
+            reference = load_autoencoder(args.reference).requires_grad_(False)
+            if reference.cfg.shape_channels or reference.cfg.latent_channels != kept_channels(ae):
+                ap.error(f"--reference {args.reference} must be the autoencoder whose latents of the circles "
+                         f"are {args.init}'s appearance channels")
     elif args.shape_channels:
         reference = load_autoencoder(args.init).requires_grad_(False)
         if args.shape_labels and reference.cfg.shape_channels:
@@ -512,7 +522,8 @@ def main() -> None:
             AutoencoderConfig(latent_channels=args.latent_channels))
         trained = ae
     # with shape channels (grown now, or --init's for a decoder-only run): the old channels' count
-    kept = ae.cfg.latent_channels - ae.cfg.shape_channels if ae.cfg.shape_channels else None
+    kept = kept_channels(ae) if ae.cfg.shape_channels else None
+    labels = ae.cfg.shape_labels  # --shape-labels now, or --init's layout for a decoder-only run
     opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=1e-4)
     start = run.resume(model=ae, opt=opt)
     rng = np.random.default_rng([args.seed, start])  # fresh but reproducible stream after resume
@@ -529,7 +540,7 @@ def main() -> None:
         if kept:
             x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(
                 rng, batch, args.frames, args.size, crop, args.swap_share, args.square_share,
-                stand_in_shape="circle" if args.shape_labels else None)
+                stand_in_shape="circle" if labels else None)
         else:
             x = sample_batch(rng, batch, args.frames, args.size, crop, motion_share)
         for g in opt.param_groups:
@@ -537,7 +548,7 @@ def main() -> None:
         with torch.set_grad_enabled(not args.decoder_only):
             z = ae.encode(x)
         if kept:
-            if args.shape_labels:
+            if labels:
                 shape_terms = label_channel_losses(ae, reference, z, stand_in, shapes, cover)
             else:
                 shape_terms = shape_channel_losses(ae, reference, z, x, stand_in, shapes, stand_in_shapes, cover)

@@ -1199,3 +1199,39 @@ def test_channel_mass_gives_each_shape_channels_share_of_a_blocks_positive_value
     block[0, :, 1:3, 1:3] = 1.0  # hedged towards the circle
     block[2] = -0.5  # negative values name nothing
     np.testing.assert_allclose(channel_mass(block), [0.2, 0.8, 0.0], atol=1e-6)
+
+
+def test_a_decoder_only_run_on_a_label_autoencoder_trains_its_decoder_on_the_targets(tmp_path):
+    """`--decoder-only` on a `--shape-labels` autoencoder: the decoder learns from the targets (the
+    --reference's latents of the circles, then the labels), so it needs that reference; the encoder,
+    the statistics and the layout stay as they were."""
+    import subprocess
+
+    from train_autoencoder import as_label_autoencoder, with_shape_channels
+
+    from longvid.loading import load_autoencoder, save_autoencoder
+
+    torch.manual_seed(0)
+    reference = _tiny_autoencoder()
+    save_autoencoder(reference, tmp_path / "reference.safetensors")
+    save_autoencoder(as_label_autoencoder(with_shape_channels(reference)), tmp_path / "labels.safetensors")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_autoencoder.py"
+
+    def run(ref: str, out: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(script), "--decoder-only", "--init", str(tmp_path / "labels.safetensors"),
+             "--reference", str(tmp_path / ref), "--steps", "2", "--full-steps", "1", "--batch", "2",
+             "--frames", "5", "--crop", "32", "--size", "32", "--latent-noise", "0.3", "--threads", "1",
+             "--run", str(tmp_path / out), "--out", str(tmp_path / out / "ae.safetensors")],
+            capture_output=True, text=True, timeout=600)
+
+    refused = run("labels.safetensors", "wrong")
+    assert refused.returncode == 2 and "must be the autoencoder whose latents of the circles" in refused.stderr
+    done = run("reference.safetensors", "run")
+    assert done.returncode == 0, done.stderr
+    before, after = load_autoencoder(tmp_path / "labels.safetensors"), load_autoencoder(tmp_path / "run" / "ae.safetensors")
+    assert after.cfg == before.cfg and after.cfg.shape_labels
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        if not name.startswith("decoder."):
+            assert torch.equal(a, b), name  # encoder and latent statistics frozen
+    assert any(not torch.equal(a, b) for a, b in zip(before.decoder.parameters(), after.decoder.parameters()))
