@@ -39,6 +39,7 @@ from longvid.world import (BACKGROUNDS, COLOURS, MOTIONS, SHAPES, SIZES, SceneSp
 
 
 OBJECT_WEIGHT = 10.0
+TF = AutoencoderConfig.temporal_factor  # pixel frames per latent frame
 
 
 def sample_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
@@ -75,6 +76,7 @@ def _forced_motion(rng: np.random.Generator, forced: list[tuple[str, float]]) ->
 
 def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
                        swap_share: float, square_share: float = 0.0, stand_in_shape: str | None = None,
+                       aligned_switches: float = 0.0,
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """For `--shape-channels`: `batch` clips (half of them switching mid-clip); each frame's
     shape (B, F) as an index into SHAPES, and the same for the stand-in (below); each pixel's object coverage (B, F, H, W) in [0, 1],
@@ -85,7 +87,9 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
     `square_share` of the clips (before `swap_share` of the rest) are squares, always swapped: the
     decoder learns corners last, over a circle's or a triangle's latents. `stand_in_shape` (for
     `--shape-labels`): every clip's stand-in is the same scene drawn with that shape throughout,
-    `swap_share` is not used, and the coverage is the stand-in's."""
+    `swap_share` is not used, and the coverage is the stand-in's. `aligned_switches` of the
+    switching clips switch on a latent frame's first pixel frame (4j - 3), where the engine's
+    prompt switches always fall (they come with a block), so the decoder learns clean cuts there."""
     clips, stand_ins, shapes, stand_in_shapes, covers = [], [], [], [], []
     for _ in range(batch):
         spec = random_spec(rng)
@@ -94,7 +98,11 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
             spec = dataclasses.replace(spec, shape="square")
         timeline = [(0, spec)]
         if rng.random() < 0.5:
-            timeline.append((int(rng.integers(2, frames - 1)), switched_spec(rng, spec)))
+            at = int(rng.integers(2, frames - 1))
+            latent_frames = (frames + TF - 1) // TF
+            if aligned_switches > 0 and latent_frames > 2 and rng.random() < aligned_switches:  # no draw at 0
+                at = TF * int(rng.integers(2, latent_frames)) - (TF - 1)
+            timeline.append((at, switched_spec(rng, spec)))
         twin = copy.deepcopy(rng)  # the scene's own draws, replayed for the stand-in
         clip, truth = make_clip(timeline, frames, rng, size)
         stand_in, stand_in_truth = clip, truth
@@ -423,6 +431,10 @@ def main() -> None:
                     help="with --shape-channels: share of clips that are squares decoded over the old channels of "
                          "the same scene drawn as a circle or a triangle (before --swap-share of the rest): the "
                          "decoder learns a square's corners last (docs/training.md, session 28)")
+    ap.add_argument("--aligned-switches", type=float, default=0.0, metavar="P",
+                    help="with shape channels: this share of the clips that switch do so on a latent frame's first "
+                         "pixel frame, as the engine's switches do, so the decoder learns clean cuts there "
+                         "(docs/training.md, session 33)")
     ap.add_argument("--shape-labels", action="store_true",
                     help="with --shape-channels: the old channels of a shape are those of the same scene drawn as "
                          "circles (the encoder learns to write them), and the shape channels label each frame's shape "
@@ -540,7 +552,7 @@ def main() -> None:
         if kept:
             x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(
                 rng, batch, args.frames, args.size, crop, args.swap_share, args.square_share,
-                stand_in_shape="circle" if labels else None)
+                stand_in_shape="circle" if labels else None, aligned_switches=args.aligned_switches)
         else:
             x = sample_batch(rng, batch, args.frames, args.size, crop, motion_share)
         for g in opt.param_groups:

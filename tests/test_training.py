@@ -1235,3 +1235,24 @@ def test_a_decoder_only_run_on_a_label_autoencoder_trains_its_decoder_on_the_tar
         if not name.startswith("decoder."):
             assert torch.equal(a, b), name  # encoder and latent statistics frozen
     assert any(not torch.equal(a, b) for a, b in zip(before.decoder.parameters(), after.decoder.parameters()))
+
+
+def test_aligned_switches_fall_on_a_latent_frames_first_pixel_frame_and_old_runs_replay():
+    """sample_shape_batch(aligned_switches=1): every switch is on pixel frame 4j - 3 (j >= 2), where
+    the engine's block-wise prompt switches fall; at 0 the clips are the ones drawn before."""
+    from train_autoencoder import sample_shape_batch
+
+    def switch_frames(aligned: float) -> list[int]:
+        _, _, shapes, _, _ = sample_shape_batch(np.random.default_rng(7), 24, 13, 32, 32, swap_share=0.0,
+                                                stand_in_shape="circle", aligned_switches=aligned)
+        return [int(np.flatnonzero(np.diff(s.numpy()))[0]) + 1 if np.diff(s.numpy()).any() else -1 for s in shapes]
+
+    plain = sample_shape_batch(np.random.default_rng(7), 24, 13, 32, 32, swap_share=0.0, stand_in_shape="circle")
+    again = sample_shape_batch(np.random.default_rng(7), 24, 13, 32, 32, swap_share=0.0, stand_in_shape="circle",
+                               aligned_switches=0.0)
+    for a, b in zip(plain, again):
+        assert torch.equal(a, b)
+    aligned = [f for f in switch_frames(1.0) if f >= 0]  # shape switches only show in the labels
+    unaligned = [f for f in switch_frames(0.0) if f >= 0]
+    assert aligned and set(aligned) <= {5, 9}
+    assert set(unaligned) - {5, 9}
