@@ -381,7 +381,9 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--latent-noise", type=float, default=0.03)
+    ap.add_argument("--latent-noise", type=float, default=0.03,
+                    help="Gaussian noise, as a share of each latent channel's spread, on what the decoder decodes; "
+                         "0.8 makes a label decoder read a generator's imperfect latents (docs/training.md, session 33)")
     ap.add_argument("--latent-blur", type=float, default=0.0, metavar="A",
                     help="on 3 in 4 clips, mix a share drawn from U(0, A) of a 3x3 blur into the latents "
                          "before decoding, so the encoder must write shapes in a form that survives the "
@@ -441,8 +443,9 @@ def main() -> None:
                          "over the circles' coverage, so the decoder alone draws corners and a generator only has to "
                          "write a round blob and a label (docs/training.md, session 32)")
     ap.add_argument("--reference", default=str(REPO / "longvid" / "weights" / "shapes" / "autoencoder.safetensors"),
-                    help="with --shape-labels and an --init that has shape channels already: the autoencoder whose "
-                         "latents of the circles are the appearance channels' targets")
+                    help="with --shape-labels and an --init that has shape channels already, or --decoder-only on a "
+                         "--shape-labels autoencoder: the autoencoder whose latents of the circles are the appearance "
+                         "channels' targets")
     ap.add_argument("--shape-blur", type=float, default=0.5, metavar="A",
                     help="with --shape-channels: --latent-blur for the shape channels")
     ap.add_argument("--hedge-maps", type=float, nargs=2, default=(1.0, 0.0), metavar=("LOW", "LEAK"),
@@ -536,6 +539,11 @@ def main() -> None:
     # with shape channels (grown now, or --init's for a decoder-only run): the old channels' count
     kept = kept_channels(ae) if ae.cfg.shape_channels else None
     labels = ae.cfg.shape_labels  # --shape-labels now, or --init's layout for a decoder-only run
+    if args.aligned_switches and not kept:
+        ap.error("--aligned-switches is for autoencoders with shape channels: add --shape-channels, or "
+                 "--decoder-only on one")
+    if not 0.0 <= args.aligned_switches <= 1.0:
+        ap.error(f"--aligned-switches is a share of clips, in [0, 1]; got {args.aligned_switches:g}")
     opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=1e-4)
     start = run.resume(model=ae, opt=opt)
     rng = np.random.default_rng([args.seed, start])  # fresh but reproducible stream after resume

@@ -1256,3 +1256,19 @@ def test_aligned_switches_fall_on_a_latent_frames_first_pixel_frame_and_old_runs
     unaligned = [f for f in switch_frames(0.0) if f >= 0]
     assert aligned and set(aligned) <= {5, 9}
     assert set(unaligned) - {5, 9}
+
+
+def test_aligned_switches_are_refused_where_no_shape_batches_are_drawn(tmp_path):
+    import subprocess
+
+    from longvid.loading import save_autoencoder
+
+    save_autoencoder(_tiny_autoencoder(), tmp_path / "plain.safetensors")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_autoencoder.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--decoder-only", "--aligned-switches", "0.5", "--init",
+         str(tmp_path / "plain.safetensors"), "--steps", "0", "--full-steps", "0", "--run", str(tmp_path / "run"),
+         "--out", str(tmp_path / "ae.safetensors")],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--aligned-switches is for autoencoders with shape channels" in done.stderr
+    assert not (tmp_path / "ae.safetensors").exists()
