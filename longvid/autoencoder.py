@@ -55,6 +55,11 @@ class AutoencoderConfig:
     def spatial_factor(self) -> int:
         return 2 ** (len(self.encoder_channels) - 1)
 
+    @property
+    def appearance_channels(self) -> int:
+        """The latent channels before the shape channels (all of them without shape channels)."""
+        return self.latent_channels - self.shape_channels
+
 
 def binomial_blur(x: Tensor) -> Tensor:
     """One pass of a 3x3 binomial blur ([1, 2, 1] / 4 each way, edges replicated) over each
@@ -249,7 +254,7 @@ class CausalAutoencoder(nn.Module):
         """`cfg.appearance_blur` passes of a 3x3 binomial blur (edges replicated, per channel and
         frame) over the appearance channels of normalised latents (B, C, T, h, w); shape channels
         pass through. Spatial only, so streaming decode stays causal."""
-        passes, c = self.cfg.appearance_blur, self.cfg.latent_channels - self.cfg.shape_channels
+        passes, c = self.cfg.appearance_blur, self.cfg.appearance_channels
         if not passes:
             return latents
         x = latents[:, :c]

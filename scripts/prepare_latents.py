@@ -141,7 +141,7 @@ def label_latents(ae, circle_frames: np.ndarray, cover: np.ndarray, shapes: np.n
     """A `--shape-labels` autoencoder's latents (T, C + len(SHAPES), h, w) float16 from their targets:
     `ae`'s appearance channels of the circles, then the label maps (`shape_maps`; their
     statistics are 0 and 1, so normalised they are the maps themselves)."""
-    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    c = ae.cfg.appearance_channels
     maps = shape_maps(torch.from_numpy(cover)[None], torch.from_numpy(shapes)[None], ae.spatial_factor, TF)
     return torch.cat([encode(ae, circle_frames)[:, :c], maps[0].transpose(0, 1).half()], dim=1)
 

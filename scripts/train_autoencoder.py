@@ -91,6 +91,8 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
     switching clips switch on a latent frame's first pixel frame (4j - 3), where the engine's
     prompt switches always fall (they come with a block), so the decoder learns clean cuts there."""
     clips, stand_ins, shapes, stand_in_shapes, covers = [], [], [], [], []
+    latent_frames = (frames + TF - 1) // TF
+    aligned = aligned_switches > 0 and latent_frames > 2  # a latent frame start to switch on past the first
     for _ in range(batch):
         spec = random_spec(rng)
         forced = square_share > 0 and rng.random() < square_share  # no draw at 0: old runs replay
@@ -99,8 +101,7 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
         timeline = [(0, spec)]
         if rng.random() < 0.5:
             at = int(rng.integers(2, frames - 1))
-            latent_frames = (frames + TF - 1) // TF
-            if aligned_switches > 0 and latent_frames > 2 and rng.random() < aligned_switches:  # no draw at 0
+            if aligned and rng.random() < aligned_switches:  # no draw at 0: old runs replay
                 at = TF * int(rng.integers(2, latent_frames)) - (TF - 1)
             timeline.append((at, switched_spec(rng, spec)))
         twin = copy.deepcopy(rng)  # the scene's own draws, replayed for the stand-in
@@ -167,7 +168,7 @@ def shape_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder | N
     `reference` (the autoencoder grown from) puts them; and "stand_in", the old channels the
     decoder gets: the stand-in clip's where its shapes differ from the clip's; "maps", the shape maps.
     `reference` None (a decoder-only run, the encoder frozen): no anchor term."""
-    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    c = ae.cfg.appearance_channels
     swapped = (stand_in_shapes != shapes).any(1).nonzero()[:, 0]
     old = z[:, :c]
     if len(swapped):
@@ -192,7 +193,7 @@ def label_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder, z:
     channels tell them apart; those hold each frame's shape as a label over the circles' coverage
     ("maps"). "anchor" and "shape" are the encoder's distances from both; the decoder learns from the
     targets themselves, so it never sees a shape's outline outside the shape channels."""
-    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    c = ae.cfg.appearance_channels
     with torch.no_grad():
         appearance = reference.encode(stand_in)
     maps = shape_maps(cover, shapes, ae.spatial_factor, ae.temporal_factor)
@@ -200,16 +201,11 @@ def label_channel_losses(ae: CausalAutoencoder, reference: CausalAutoencoder, z:
             "anchor": (z[:, :c] - appearance).pow(2).mean(), "stand_in": appearance, "maps": maps}
 
 
-def kept_channels(ae: CausalAutoencoder) -> int:
-    """The appearance (non-shape) channels of `ae`'s latents."""
-    return ae.cfg.latent_channels - ae.cfg.shape_channels
-
-
 def as_label_autoencoder(ae: CausalAutoencoder) -> CausalAutoencoder:
     """A coverage-map autoencoder (sessions 27-28) turned into the start of a `--shape-labels` one:
     its shape channels' statistics set to 0 and 1 (the labels' level is fixed, so latents made from
     targets need no measured statistics). The network sees raw maps either way."""
-    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    c = ae.cfg.appearance_channels
     with torch.no_grad():
         ae.latents_mean[c:] = 0.0
         ae.latents_std[c:] = 1.0
@@ -222,7 +218,7 @@ def normalised_maps(ae: CausalAutoencoder, maps: torch.Tensor) -> torch.Tensor:
     `ae`'s latents are (its shape channels' statistics): what the decoder and the loss compare
     with. While a grown autoencoder trains its statistics are 0 and 1; a decoder-only run keeps
     the measured ones, and decode() undoes them."""
-    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    c = ae.cfg.appearance_channels
     mean, std = ae.latents_mean[c:, None, None, None], ae.latents_std[c:, None, None, None]
     return (maps - mean) / std
 
@@ -248,7 +244,7 @@ def label_obedience(ae: CausalAutoencoder, size: int, clips: int = 24) -> tuple[
     shape word); and the same share by pair ("square over circle": a square named over a circle's
     latents)."""
     rng = np.random.default_rng(54321)
-    c = ae.cfg.latent_channels - ae.cfg.shape_channels
+    c = ae.cfg.appearance_channels
     by_pair: dict[str, list[bool]] = {}
     with torch.no_grad():
         for _ in range(clips):
@@ -482,6 +478,8 @@ def main() -> None:
     low, leak = args.hedge_maps
     if not (0.0 < low <= 1.0 and leak >= 0.0):
         ap.error(f"--hedge-maps LOW LEAK: LOW in (0, 1] and LEAK 0 or more, got {low:g} {leak:g}")
+    if not 0.0 <= args.aligned_switches <= 1.0:
+        ap.error(f"--aligned-switches is a share of clips, in [0, 1]; got {args.aligned_switches:g}")
     if args.appearance_blur is not None and not args.decoder_only:
         ap.error("--appearance-blur changes what the decoder of --init sees: add --decoder-only")
     if args.finetune and args.decoder_only:
@@ -514,7 +512,7 @@ def main() -> None:
         reference = None
         if ae.cfg.shape_labels:  # the decoder learns from the targets: the circles' latents by --reference
             reference = load_autoencoder(args.reference).requires_grad_(False)
-            if reference.cfg.shape_channels or reference.cfg.latent_channels != kept_channels(ae):
+            if reference.cfg.shape_channels or reference.cfg.latent_channels != ae.cfg.appearance_channels:
                 ap.error(f"--reference {args.reference} must be the autoencoder whose latents of the circles "
                          f"are {args.init}'s appearance channels")
     elif args.shape_channels:
@@ -522,7 +520,7 @@ def main() -> None:
         if args.shape_labels and reference.cfg.shape_channels:
             # a decoder that already draws from coverage maps (sessions 27-28) starts closer
             ae, reference = as_label_autoencoder(load_autoencoder(args.init)), load_autoencoder(args.reference)
-            if reference.cfg.shape_channels or reference.cfg.latent_channels != ae.cfg.latent_channels - ae.cfg.shape_channels:
+            if reference.cfg.shape_channels or reference.cfg.latent_channels != ae.cfg.appearance_channels:
                 ap.error(f"--reference {args.reference} must be --init's autoencoder before its shape channels")
             reference.requires_grad_(False)
         else:
@@ -537,13 +535,11 @@ def main() -> None:
             AutoencoderConfig(latent_channels=args.latent_channels))
         trained = ae
     # with shape channels (grown now, or --init's for a decoder-only run): the old channels' count
-    kept = kept_channels(ae) if ae.cfg.shape_channels else None
+    kept = ae.cfg.appearance_channels if ae.cfg.shape_channels else None
     labels = ae.cfg.shape_labels  # --shape-labels now, or --init's layout for a decoder-only run
     if args.aligned_switches and not kept:
         ap.error("--aligned-switches is for autoencoders with shape channels: add --shape-channels, or "
                  "--decoder-only on one")
-    if not 0.0 <= args.aligned_switches <= 1.0:
-        ap.error(f"--aligned-switches is a share of clips, in [0, 1]; got {args.aligned_switches:g}")
     opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=1e-4)
     start = run.resume(model=ae, opt=opt)
     rng = np.random.default_rng([args.seed, start])  # fresh but reproducible stream after resume
