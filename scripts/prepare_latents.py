@@ -142,8 +142,14 @@ def label_latents(ae, circle_frames: np.ndarray, cover: np.ndarray, shapes: np.n
     `ae`'s appearance channels of the circles, then the label maps (`shape_maps`; their
     statistics are 0 and 1, so normalised they are the maps themselves)."""
     c = ae.cfg.appearance_channels
-    maps = shape_maps(torch.from_numpy(cover)[None], torch.from_numpy(shapes)[None], ae.spatial_factor, TF)
-    return torch.cat([encode(ae, circle_frames)[:, :c], maps[0].transpose(0, 1).half()], dim=1)
+    return torch.cat([encode(ae, circle_frames)[:, :c], label_maps(cover, shapes, ae.spatial_factor)], dim=1)
+
+
+def label_maps(cover: np.ndarray, shapes: np.ndarray, factor: int) -> torch.Tensor:
+    """The label channels of `label_latents` (T, len(SHAPES), h, w) float16: the circles' coverage
+    (F, H, W) as a map per shape of each pixel frame's shape (F,), `factor` pixels per cell."""
+    maps = shape_maps(torch.from_numpy(cover)[None], torch.from_numpy(shapes)[None], factor, TF)
+    return maps[0].transpose(0, 1).half()
 
 
 if __name__ == "__main__":

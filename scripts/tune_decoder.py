@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from diag_generator import pixel_scores
-from prepare_latents import TF, sample_clip
+from prepare_latents import TF, label_maps, sample_clip
 from train_generator import CaptionBank, Data, build_batch, crop_box, prompt_context, sample_target, sampler_setup, target_start
 from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
 
@@ -57,23 +57,37 @@ class Pixels:
         self.shard_size, self.latent_frames, self.size, self.seed = shard_size, latent_frames, size, seed
         self.cache: dict[int, list[np.ndarray]] = {}
 
+    def replay(self, position: int, clips: int, circles: bool = False) -> list[tuple]:
+        """`sample_clip`'s first `clips` draws of shard file `position` (with `circles`, as
+        `prepare_latents.py --shape-labels` drew them: the main frames are the same)."""
+        shard = int(re.search(r"shard_(\d+)", Path(self.files[position]).name).group(1))
+        rng = np.random.default_rng([self.seed, shard])
+        return [sample_clip(rng, self.latent_frames, self.size, circles=circles) for _ in range(clips)]
+
     def clip(self, index: int) -> np.ndarray:
         """(F, H, W, 3) uint8 frames of clip `index` of the concatenated shards."""
         position, within = divmod(index, self.shard_size)
         if position not in self.cache:
-            shard = int(re.search(r"shard_(\d+)", Path(self.files[position]).name).group(1))
-            rng = np.random.default_rng([self.seed, shard])
-            self.cache[position] = [sample_clip(rng, self.latent_frames, self.size)[0] for _ in range(self.shard_size)]
+            self.cache[position] = [drawn[0] for drawn in self.replay(position, self.shard_size)]
         return self.cache[position][within]
 
 
 def check_replay(pixels: Pixels, data: Data, ae, clips: list[int]) -> float:
-    """Largest latent difference between re-encoded replayed clips and the stored latents."""
+    """Largest latent difference between the replayed clips and the stored latents: re-encoded by
+    `ae`, or, for a `--shape-labels` autoencoder (its latents are made from targets, not by its
+    encoder), the label channels made again from the replayed scene."""
     worst = 0.0
     with torch.no_grad():
         for c in clips:
-            z = ae.encode(from_uint8(pixels.clip(c)[None]))[0].transpose(0, 1)
-            worst = max(worst, float((z - data.latents[c].float()).abs().max()))
+            if ae.cfg.shape_labels:
+                position, within = divmod(c, pixels.shard_size)
+                *_, cover, shapes = pixels.replay(position, within + 1, circles=True)[within]
+                z = label_maps(cover, shapes, ae.spatial_factor).float()
+                stored = data.latents[c, :, ae.cfg.appearance_channels :]
+            else:
+                z = ae.encode(from_uint8(pixels.clip(c)[None]))[0].transpose(0, 1)
+                stored = data.latents[c]
+            worst = max(worst, float((z - stored.float()).abs().max()))
     return worst
 
 
@@ -90,6 +104,8 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=8, help="latent cells per side of the decoded window (0: whole frame)")
     ap.add_argument("--warmup", type=int, default=2, help="true latent frames decoded before the block")
     ap.add_argument("--true-share", type=float, default=0.25, help="share of samples decoding the true latents")
+    ap.add_argument("--switch-share", type=float, default=0.3,
+                    help="share of samples from clips with a prompt switch taken at the switch's block or the next")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--edge-weight", type=float, default=3.0)
     ap.add_argument("--motion-weight", type=float, default=1.0)
@@ -101,6 +117,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-samples", type=int, default=96, help="teacher-forced blocks scored at the end")
     args = ap.parse_args()
+    for name in ("true_share", "switch_share"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            ap.error(f"--{name.replace('_', '-')} is a share of the samples: give a number from 0 to 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = load_config(args.config)
@@ -135,7 +154,7 @@ def main() -> None:
         """Teacher-forced samples whose block has `--warmup` frames before it -> latents to decode
         (B, C, warmup + k, c, c) with the generator's blocks, the same with the true blocks, and
         the true pixels of the blocks (B, 3, TF k, TF c, TF c)."""
-        clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, batch * 2, S, W, k, 0.3)
+        clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, batch * 2, S, W, k, args.switch_share)
         first = target_start(target)  # slot of the block's first frame
         keep = (first >= args.warmup).nonzero()[:batch, 0]
         clips, x0, masks, target, seg_of_slot = clips[keep.numpy()], x0[keep], masks[keep], target[keep], seg_of_slot[keep]

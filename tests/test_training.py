@@ -223,6 +223,42 @@ def test_tune_decoder_replays_the_shards_pixels_and_crops_around_the_object():
     assert crop_box(block, 8) == (3, 5)
 
 
+def test_tune_decoder_checks_label_shards_against_the_replayed_scene(tmp_path):
+    """A `--shape-labels` autoencoder's shards are made from targets, not by its encoder, so the
+    replay check compares their label channels with the labels of the replayed scene: it passes
+    on shards of the same seed and fails on shards replayed from another."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from prepare_latents import label_maps, sample_clip
+    from train_generator import Data
+    from tune_decoder import Pixels, check_replay
+
+    appearance, factor = 4, 8
+    ae = SimpleNamespace(cfg=SimpleNamespace(shape_labels=True, appearance_channels=appearance), spatial_factor=factor)
+
+    def shard(seed: int, path: Path) -> None:
+        rng = np.random.default_rng([seed, 3])
+        latents, segments, specs = [], [], []
+        for _ in range(2):
+            frames, seg, sp, _, cover, shapes = sample_clip(rng, 6, 32, circles=True)
+            labels = label_maps(cover, shapes, factor)
+            latents.append(torch.cat([torch.randn(6, appearance, 4, 4).half(), labels], dim=1))
+            segments.append(torch.from_numpy(seg))
+            specs.append([asdict(s) for s in sp])
+        torch.save({"latents": torch.stack(latents), "segments": torch.stack(segments), "specs": specs}, path)
+
+    (tmp_path / "same").mkdir()
+    (tmp_path / "other").mkdir()
+    shard(1, tmp_path / "same" / "shard_0003.pt")
+    shard(2, tmp_path / "other" / "shard_0003.pt")
+    for folder, expect_match in (("same", True), ("other", False)):
+        pattern = str(tmp_path / folder / "shard_*.pt")
+        pixels = Pixels([str(tmp_path / folder / "shard_0003.pt")], shard_size=2, latent_frames=6, size=32, seed=1)
+        worst = check_replay(pixels, Data(pattern), ae, [0, 1])
+        assert (worst < 0.05) == expect_match, (folder, worst)
+
+
 def test_critic_sees_the_frame_before_each_target_block_and_the_prompt():
     """The critic judges a block against the latent frame before it (motion, shape kept), so the
     pairs must hold that frame (zeros for a clip's first block) and the block, nothing else."""
