@@ -91,6 +91,18 @@ def check_replay(pixels: Pixels, data: Data, ae, clips: list[int]) -> float:
     return worst
 
 
+def background_switch_weights(data: Data, share: float) -> np.ndarray | None:
+    """Sampling probability of each clip when `share` of the draws go to clips whose prompt
+    switches the background (the rest uniform; None when `share` is 0): the first frames of a
+    new background are where the decoder, remembering the old one, draws it on (a teleport)."""
+    if not share:
+        return None
+    hits = np.array([any(a.background != b.background for a, b in zip(specs, specs[1:])) for specs in data.specs])
+    if not hits.any():
+        raise SystemExit("--background-switch-share: no clip in --data switches its background")
+    return np.full(data.n, (1.0 - share) / data.n) + share * hits / hits.sum()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
@@ -106,6 +118,8 @@ def main() -> None:
     ap.add_argument("--true-share", type=float, default=0.25, help="share of samples decoding the true latents")
     ap.add_argument("--switch-share", type=float, default=0.3,
                     help="share of samples from clips with a prompt switch taken at the switch's block or the next")
+    ap.add_argument("--background-switch-share", type=float, default=0.0,
+                    help="share of clips drawn from those that switch background (the rest uniform)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--edge-weight", type=float, default=3.0)
     ap.add_argument("--motion-weight", type=float, default=1.0)
@@ -117,7 +131,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-samples", type=int, default=96, help="teacher-forced blocks scored at the end")
     args = ap.parse_args()
-    for name in ("true_share", "switch_share"):
+    for name in ("true_share", "switch_share", "background_switch_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             ap.error(f"--{name.replace('_', '-')} is a share of the samples: give a number from 0 to 1")
     torch.set_num_threads(args.threads)
@@ -149,12 +163,13 @@ def main() -> None:
     run.log(f"{data.n} clips; generator {gen_path}; decoder from {args.autoencoder or cfg.weights.vae}; "
             f"replay check {worst:.4f}; sampler timesteps {[round(t, 1) for t in steps_t]}")
     positions = torch.arange(S + W + k)
+    clip_weights = background_switch_weights(data, args.background_switch_share)
 
     def draw(batch: int):
         """Teacher-forced samples whose block has `--warmup` frames before it -> latents to decode
         (B, C, warmup + k, c, c) with the generator's blocks, the same with the true blocks, and
         the true pixels of the blocks (B, 3, TF k, TF c, TF c)."""
-        clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, batch * 2, S, W, k, args.switch_share)
+        clips, x0, masks, target, seg_of_slot, starts = build_batch(data, rng, batch * 2, S, W, k, args.switch_share, clip_weights)
         first = target_start(target)  # slot of the block's first frame
         keep = (first >= args.warmup).nonzero()[:batch, 0]
         clips, x0, masks, target, seg_of_slot = clips[keep.numpy()], x0[keep], masks[keep], target[keep], seg_of_slot[keep]

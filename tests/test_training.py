@@ -259,6 +259,31 @@ def test_tune_decoder_checks_label_shards_against_the_replayed_scene(tmp_path):
         assert (worst < 0.05) == expect_match, (folder, worst)
 
 
+def test_tune_decoder_draws_background_switches_as_often_as_asked(tmp_path):
+    """`--background-switch-share 0.6`: 60 % of draws go to the clips whose prompt switches the
+    background (a colour switch does not count), the rest are uniform over all clips."""
+    from train_generator import Data, build_batch
+    from tune_decoder import background_switch_weights
+
+    n, t = 3, 12
+    black = {"shape": "circle", "colour": "red", "background": "black"}
+    specs = [[black], [black, {**black, "colour": "blue"}], [black, {**black, "background": "gray"}]]
+    segments = torch.zeros(n, t, dtype=torch.long)
+    segments[1:, t // 2:] = 1
+    torch.save({"latents": torch.zeros(n, t, 1, 2, 2, dtype=torch.float16), "segments": segments, "specs": specs},
+               tmp_path / "shard_0000.pt")
+    data = Data(str(tmp_path / "shard_*.pt"))
+    weights = background_switch_weights(data, 0.6)
+    np.testing.assert_allclose(weights, [0.4 / 3, 0.4 / 3, 0.4 / 3 + 0.6])
+    clips = build_batch(data, np.random.default_rng(0), 3000, 2, 3, 3, 0.0, weights)[0]
+    np.testing.assert_allclose(np.bincount(clips, minlength=n) / 3000, weights, atol=0.03)
+    assert background_switch_weights(data, 0.0) is None
+    data.specs = data.specs[:2]
+    data.n = 2
+    with pytest.raises(SystemExit, match="switches its background"):
+        background_switch_weights(data, 0.5)
+
+
 def test_critic_sees_the_frame_before_each_target_block_and_the_prompt():
     """The critic judges a block against the latent frame before it (motion, shape kept), so the
     pairs must hold that frame (zeros for a clip's first block) and the block, nothing else."""
