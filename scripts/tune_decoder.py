@@ -18,7 +18,10 @@ next block the target), lets the frozen generator's few-step sampler (the engine
 timesteps, predicted-noise re-noising) make the block, and decodes it after `--warmup` true
 latent frames (so the causal decoder is mid-stream, as in `longvid generate`), on a crop around
 the object. The truth is the clip's own pixel frames, replayed from the shard's seed
-(`prepare_latents.sample_clip` is deterministic, checked at start-up against the stored latents).
+(`prepare_latents.sample_clip` is deterministic, checked at start-up against the stored latents;
+for a `--shape-labels` autoencoder, against the stored label channels). `--switch-share` and
+`--background-switch-share` draw prompt switches more often: the first frames of a new background
+are where the decoder, remembering the old one, drew it on (docs/training.md, "Session 34").
 A share of samples (`--true-share`) decodes the true latents instead, so round trips stay as good.
 Losses are stage 1c's: object-weighted L1 + MSE + image gradients + frame-to-frame differences.
 The encoder, the latent statistics and the generator do not change: only pictures do.
