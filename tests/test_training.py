@@ -284,6 +284,17 @@ def test_tune_decoder_draws_background_switches_as_often_as_asked(tmp_path):
         background_switch_weights(data, 0.5)
 
 
+@pytest.mark.parametrize("option", ["--switch-share", "--background-switch-share", "--true-share"])
+def test_tune_decoder_refuses_a_share_outside_0_to_1_before_loading_anything(option, monkeypatch, capsys):
+    import tune_decoder
+
+    monkeypatch.setattr(sys, "argv", ["tune_decoder.py", option, "1.5", "--config", "no-such-config"])
+    with pytest.raises(SystemExit) as stop:
+        tune_decoder.main()
+    assert stop.value.code == 2
+    assert f"{option} is a share of the samples" in capsys.readouterr().err
+
+
 def test_critic_sees_the_frame_before_each_target_block_and_the_prompt():
     """The critic judges a block against the latent frame before it (motion, shape kept), so the
     pairs must hold that frame (zeros for a clip's first block) and the block, nothing else."""
