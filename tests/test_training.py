@@ -293,6 +293,33 @@ def test_tune_decoder_refuses_a_share_outside_0_to_1_before_loading_anything(opt
         tune_decoder.main()
     assert stop.value.code == 2
     assert f"{option} is a share of the samples" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["tune_decoder.py", "--generated-object-weight", "-1", "--config", "no-such-config"])
+    with pytest.raises(SystemExit) as stop:
+        tune_decoder.main()
+    assert stop.value.code == 2 and "--generated-object-weight is a loss weight" in capsys.readouterr().err
+
+
+def test_tune_decoder_weighs_generated_objects_as_asked_and_true_ones_as_always():
+    """`--generated-object-weight`: errors on the object's pixels count that much in the samples
+    decoded from the generator's latents, and the usual 10 in the samples from true latents."""
+    from types import SimpleNamespace
+
+    from tune_decoder import mixed_loss
+
+    x = _moving_square([8.0, 10.0, 12.0, 14.0]).expand(4, -1, -1, -1, -1).clone()
+    y = x.clone()
+    y[x.amax(dim=1, keepdim=True).expand_as(x) > 0] = 0.0  # every sample gets its object wrong
+    n_true = 2
+
+    def losses(weight: float):
+        args = SimpleNamespace(generated_object_weight=weight, halo_weight=0.0, edge_weight=0.0, motion_weight=0.0)
+        return mixed_loss(y, x, n_true, args)
+
+    _, gen_low, true_low = losses(1.0)
+    total, gen_high, true_high = losses(10.0)
+    assert gen_high > 3 * gen_low
+    assert torch.isclose(true_low, true_high) and torch.isclose(true_high, gen_high)
+    assert torch.isclose(total, (gen_high * 2 + true_high * 2) / 4)
 
 
 def test_critic_sees_the_frame_before_each_target_block_and_the_prompt():
