@@ -232,10 +232,11 @@ def main() -> None:
         gen, true, truth = draw(args.batch)
         n_true = round(len(gen) * args.true_share)
         z = torch.cat([gen[n_true:], true[:n_true]])
+        x = torch.cat([truth[n_true:], truth[:n_true]])  # z's pixels, in z's order
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         y = ae.decode(z, first=False)[:, :, TF * args.warmup :]
-        loss, loss_gen, loss_true = mixed_loss(y, torch.cat([truth[n_true:], truth[:n_true]]), n_true, args)
+        loss, loss_gen, loss_true = mixed_loss(y, x, n_true, args)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.decoder.parameters(), 1.0)
