@@ -22,7 +22,11 @@ the object. The truth is the clip's own pixel frames, replayed from the shard's 
 for a `--shape-labels` autoencoder, against the stored label channels). `--switch-share` and
 `--background-switch-share` draw prompt switches more often: the first frames of a new background
 are where the decoder, remembering the old one, drew it on (docs/training.md, "Session 34").
-A share of samples (`--true-share`) decodes the true latents instead, so round trips stay as good.
+A share of samples (`--true-share`) decodes the true latents instead, so round trips stay as good;
+`--true-latent-noise`, `--true-latent-blur`, `--true-shape-blur` and `--true-hedge-maps` augment
+them as `train_autoencoder.py --decoder-only` does, so one run keeps what that round teaches (a
+generator's imperfect latents drawn as clean shapes) while this one cleans the switch frames:
+run one after the other, each undid part of the other (docs/training.md, "Session 35").
 Losses are stage 1c's: object-weighted L1 + MSE + image gradients + frame-to-frame differences.
 The encoder, the latent statistics and the generator do not change: only pictures do.
 """
@@ -40,6 +44,7 @@ import torch
 
 from diag_generator import pixel_scores
 from prepare_latents import TF, label_maps, sample_clip
+from train_autoencoder import augment_latents, hedge_maps, normalised_maps
 from train_generator import CaptionBank, Data, build_batch, crop_box, prompt_context, sample_target, sampler_setup, target_start
 from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
 
@@ -106,6 +111,23 @@ def background_switch_weights(data: Data, share: float) -> np.ndarray | None:
     return np.full(data.n, (1.0 - share) / data.n) + share * hits / hits.sum()
 
 
+def augment_true(ae, z: torch.Tensor, noise: float, blur: float, shape_blur: float,
+                 hedge: tuple[float, float]) -> torch.Tensor:
+    """True latents (B, C, F, h, w) as `train_autoencoder.py --decoder-only` hands them to the
+    decoder: appearance channels with `noise` (a share of each channel's spread) and `blur`; an
+    autoencoder's shape or label channels hedged (`hedge_maps`, on the maps in the encoder's
+    units) and augmented with `noise` and `shape_blur`. All zero and (1, 0): `z` as it is."""
+    if not (noise or blur or shape_blur) and tuple(hedge) == (1.0, 0.0):
+        return z
+    c = ae.cfg.appearance_channels
+    appearance = augment_latents(z[:, :c], noise, blur)
+    if c == z.shape[1]:
+        return appearance
+    mean, std = ae.latents_mean[c:, None, None, None], ae.latents_std[c:, None, None, None]
+    maps = normalised_maps(ae, hedge_maps(z[:, c:] * std + mean, *hedge))
+    return torch.cat([appearance, augment_latents(maps, noise, shape_blur)], dim=1)
+
+
 def pixel_loss(y: torch.Tensor, x: torch.Tensor, object_weight: float, halo_weight: float, edge_weight: float,
                motion_weight: float) -> torch.Tensor:
     """Stage 1c's loss: decoded y against true pixels x (B, 3, F, H, W), object-weighted L1 + MSE
@@ -143,6 +165,15 @@ def main() -> None:
                     help="share of samples from clips with a prompt switch taken at the switch's block or the next")
     ap.add_argument("--background-switch-share", type=float, default=0.0,
                     help="share of clips drawn from those that switch background (the rest uniform)")
+    ap.add_argument("--true-latent-noise", type=float, default=0.0,
+                    help="Gaussian noise on the true samples' latents, a share of each channel's spread "
+                         "(train_autoencoder.py's --latent-noise)")
+    ap.add_argument("--true-latent-blur", type=float, default=0.0, metavar="A",
+                    help="the true samples' --latent-blur (appearance channels)")
+    ap.add_argument("--true-shape-blur", type=float, default=0.0, metavar="A",
+                    help="the true samples' --shape-blur (shape or label channels)")
+    ap.add_argument("--true-hedge-maps", type=float, nargs=2, default=(1.0, 0.0), metavar=("LOW", "LEAK"),
+                    help="the true samples' --hedge-maps (shape or label channels)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--edge-weight", type=float, default=3.0)
     ap.add_argument("--motion-weight", type=float, default=1.0)
@@ -163,6 +194,12 @@ def main() -> None:
             ap.error(f"--{name.replace('_', '-')} is a share of the samples: give a number from 0 to 1")
     if args.generated_object_weight < 0:
         ap.error("--generated-object-weight is a loss weight: give 0 or more")
+    for name in ("true_latent_noise", "true_latent_blur", "true_shape_blur"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name.replace('_', '-')} is an augmentation strength: give 0 or more")
+    low, leak = args.true_hedge_maps
+    if not (0.0 < low <= 1.0 and leak >= 0.0):
+        ap.error(f"--true-hedge-maps LOW LEAK: LOW in (0, 1] and LEAK 0 or more, got {low:g} {leak:g}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = load_config(args.config)
@@ -231,7 +268,9 @@ def main() -> None:
     for step in range(start, args.steps):
         gen, true, truth = draw(args.batch)
         n_true = round(len(gen) * args.true_share)
-        z = torch.cat([gen[n_true:], true[:n_true]])
+        true = augment_true(ae, true[:n_true], args.true_latent_noise, args.true_latent_blur, args.true_shape_blur,
+                            args.true_hedge_maps)
+        z = torch.cat([gen[n_true:], true])
         x = torch.cat([truth[n_true:], truth[:n_true]])  # z's pixels, in z's order
         for g in opt.param_groups:
             g["lr"] = lr_at(step)

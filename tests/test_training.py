@@ -297,6 +297,10 @@ def test_tune_decoder_refuses_a_share_outside_0_to_1_before_loading_anything(opt
     with pytest.raises(SystemExit) as stop:
         tune_decoder.main()
     assert stop.value.code == 2 and "--generated-object-weight is a loss weight" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["tune_decoder.py", "--true-latent-noise", "-1", "--config", "no-such-config"])
+    with pytest.raises(SystemExit) as stop:
+        tune_decoder.main()
+    assert stop.value.code == 2 and "--true-latent-noise is an augmentation strength" in capsys.readouterr().err
 
 
 def test_tune_decoder_weighs_generated_objects_as_asked_and_true_ones_as_always():
@@ -320,6 +324,39 @@ def test_tune_decoder_weighs_generated_objects_as_asked_and_true_ones_as_always(
     assert gen_high > 3 * gen_low
     assert torch.isclose(true_low, true_high) and torch.isclose(true_high, gen_high)
     assert torch.isclose(total, (gen_high * 2 + true_high * 2) / 4)
+
+
+def test_tune_decoder_augments_true_latents_as_the_decoder_only_round_does():
+    """`--true-*`: the true samples' appearance channels get noise scaled to each channel's
+    spread, their label channels are hedged (scaled per clip, in the encoder's units) and get the
+    same noise; without those options they pass through untouched."""
+    from types import SimpleNamespace
+
+    from tune_decoder import augment_true
+
+    appearance, labels = 4, 3
+    ae = SimpleNamespace(cfg=SimpleNamespace(appearance_channels=appearance),
+                         latents_mean=torch.zeros(appearance + labels), latents_std=torch.ones(appearance + labels))
+    torch.manual_seed(0)
+    spread = torch.tensor([0.1, 1.0, 3.0, 10.0])[None, :, None, None, None]
+    z = torch.cat([spread * torch.randn(16, appearance, 3, 8, 8), torch.rand(16, labels, 3, 8, 8)], dim=1)
+    assert augment_true(ae, z, 0.0, 0.0, 0.0, (1.0, 0.0)) is z
+
+    hedged = augment_true(ae, z, 0.0, 0.0, 0.0, (0.5, 0.0))
+    assert torch.equal(hedged[:, :appearance], z[:, :appearance])
+    ratio = hedged[:, appearance:].flatten(1).sum(1) / z[:, appearance:].flatten(1).sum(1)
+    assert ratio.min() >= 0.5 - 1e-5 and ratio.max() <= 1.0 + 1e-5 and ratio.std() > 0.05
+
+    noisy = augment_true(ae, z, 0.5, 0.0, 0.0, (1.0, 0.0))
+    added = (noisy - z)[:, :appearance].transpose(0, 1).flatten(1).std(1)
+    torch.testing.assert_close(added, 0.5 * z[:, :appearance].transpose(0, 1).flatten(1).std(1), rtol=0.1, atol=0)
+    assert (noisy - z)[:, appearance:].abs().mean() > 0.05
+
+    # a shape-channel autoencoder with measured statistics: hedged in its units, normalised back
+    ae.latents_mean[appearance:] = 0.5
+    ae.latents_std[appearance:] = 2.0
+    same = augment_true(ae, z, 0.0, 0.0, 0.0, (1.0 - 1e-9, 0.0))
+    torch.testing.assert_close(same, z)
 
 
 def test_critic_sees_the_frame_before_each_target_block_and_the_prompt():
