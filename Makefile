@@ -49,7 +49,8 @@ bench: install
 soak: install
 	$(BIN)/python scripts/soak.py --minutes 10 --out runs/soak
 
-# The built-in model from nothing (hours; resumable: run it again after a stop). docs/training.md
+# The base built-in model (configs/longvid-shapes.yaml) from nothing (hours; resumable: run it
+# again after a stop); the default grows from it by the label stages of docs/training.md
 retrain: install
 	$(BIN)/python scripts/retrain.py --out runs/retrain
 

@@ -29,7 +29,7 @@ from .timeline import Timeline, load_timeline, single
 from .taehv import TAEHVStreamingDecoder
 from .vae import AutoencoderStreamingDecoder, LatentPreviewDecoder, WanStreamingDecoder
 
-DEFAULT_CONFIG = "longvid-shapes"
+DEFAULT_CONFIG = "longvid-shapes-labels"  # the built-in model since session 35 (docs/builtin-model.md)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

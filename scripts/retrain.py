@@ -1,4 +1,6 @@
-"""The built-in model retrained from nothing: every stage in order, resumable, timed.
+"""The base built-in model (`configs/longvid-shapes.yaml`) retrained from nothing: every stage in
+order, resumable, timed. The default since session 35, `longvid-shapes-labels`, is grown from this
+base by the label stages of docs/training.md ("Session 27" to "Session 35"), not run here yet.
 
     python scripts/retrain.py                       # runs/retrain/: autoencoder -> latents -> generator
     python scripts/retrain.py --dry-run             # print the stages' commands and what is done
