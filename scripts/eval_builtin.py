@@ -25,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from longvid.api import DEFAULT_CONFIG  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CORE = ("colour", "shape", "background", "motion")
 
@@ -156,7 +158,7 @@ def main() -> None:
     ap.add_argument("--timelines", nargs="+", default=sorted(str(p) for p in (REPO / "prompts").glob("eval-*.yaml")))
     ap.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,3")
     ap.add_argument("--modes", default="recache,plain")
-    ap.add_argument("--config", default="longvid-shapes")
+    ap.add_argument("--config", default=DEFAULT_CONFIG)
     ap.add_argument("--out", default=str(REPO / "runs" / "eval"))
     ap.add_argument("--strip", type=Path, default=None,
                     help="also write a PNG strip (a frame every 5 s) of the first run's video here")

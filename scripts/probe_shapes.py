@@ -82,7 +82,7 @@ def latent_gaps(autoencoder, sizes=SIZES, seeds=(0, 1, 2), frames: int = 25) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="longvid-shapes")
+    ap.add_argument("--config", default=api.DEFAULT_CONFIG)
     ap.add_argument("--prompts", nargs="+", default=list(PROMPTS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--seconds", type=float, default=3.0)
