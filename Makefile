@@ -49,8 +49,8 @@ bench: install
 soak: install
 	$(BIN)/python scripts/soak.py --minutes 10 --out runs/soak
 
-# The base built-in model (configs/longvid-shapes.yaml) from nothing (hours; resumable: run it
-# again after a stop); the default grows from it by the label stages of docs/training.md
+# The built-in models from nothing: the base (configs/longvid-shapes.yaml), then the default label
+# model grown from it (about 12 hours; resumable: run it again after a stop). docs/training.md
 retrain: install
 	$(BIN)/python scripts/retrain.py --out runs/retrain
 

@@ -1,8 +1,9 @@
-"""The base built-in model (`configs/longvid-shapes.yaml`) retrained from nothing: every stage in
-order, resumable, timed. The default since session 35, `longvid-shapes-labels`, is grown from this
-base by the label stages of docs/training.md ("Session 27" to "Session 35"), not run here yet.
+"""The built-in models retrained from nothing: every stage in order, resumable, timed. First the
+base model (`configs/longvid-shapes.yaml`), then the default since session 35,
+`longvid-shapes-labels`, grown from it (docs/training.md, "Session 27" to "Session 35").
 
-    python scripts/retrain.py                       # runs/retrain/: autoencoder -> latents -> generator
+    python scripts/retrain.py                       # runs/retrain/: autoencoder -> latents -> generator -> labels
+    python scripts/retrain.py --smoke --out runs/retrain-smoke   # every stage for 3 steps: the wiring
     python scripts/retrain.py --dry-run             # print the stages' commands and what is done
     python scripts/retrain.py --generator-steps 6000 --out runs/retrain-short
 
@@ -19,13 +20,30 @@ Stages (each one of the training scripts, in its own run directory under --out):
 5. `generator-tail`: a short fine-tune on a fresh cosine schedule from stage 4's EMA, as the
    default's last stage.
 
+Then the label model, the default since session 35 (`--with-labels`, on by default), grown from
+that base by the commands of docs/training.md "Session 27" to "Session 35", in order:
+
+6. `autoencoder-shapes`, `autoencoder-shapes-squares`: the base autoencoder grown by one latent
+   channel per shape (`--shape-channels`), then resumed with squares drawn over other shapes;
+7. `latents-labels`: label latents built from the world's targets with the base autoencoder;
+8. `autoencoder-labels`: the label autoencoder (`--shape-labels`) from stage 6;
+9. `generator-labels-1` ... `-4`: the base generator widened to the 19 channels and trained on
+   them, 1,100 + 3 x 1,500 steps;
+10. `decoder-noise-1` ... `-3`: decoder-only rounds on noisier latents (0.3, 0.5, 0.8);
+11. `decoder-tune-1` ... `-4`, `decoder-noise-4`, `decoder-tune-5`: the decoder tuned on the
+    generator's own blocks at switches, a decoder-only round, and both in one run.
+
 A stage is done when its output file exists; a stage that was interrupted resumes from its run
 directory's checkpoint (every training script checkpoints), so after a stop the same command
 carries on. `stages.csv` in --out records each stage's wall time on this machine, and
-`longvid-shapes.yaml` there is the built-in config pointed at the new weights:
+`longvid-shapes.yaml` and `longvid-shapes-labels.yaml` there are the built-in configs pointed at
+the new weights:
 
-    longvid generate --config runs/retrain/longvid-shapes.yaml --timeline prompts/example.yaml --out out/retrained.mp4
-    python scripts/eval_builtin.py --config runs/retrain/longvid-shapes.yaml --modes recache
+    longvid generate --config runs/retrain/longvid-shapes-labels.yaml --timeline prompts/example.yaml --out out/retrained.mp4
+    python scripts/eval_builtin.py --config runs/retrain/longvid-shapes-labels.yaml --modes recache
+
+The label chain reproduces the recipe, not the bytes: some of its runs were made in parts
+(docs/training.md says which), and the machine's other jobs changed their thread counts.
 """
 
 from __future__ import annotations
@@ -44,6 +62,7 @@ from trainutil import REPO
 
 SCRIPTS = REPO / "scripts"
 BUILTIN_CONFIG = REPO / "configs" / "longvid-shapes.yaml"
+LABELS_CONFIG = REPO / "configs" / "longvid-shapes-labels.yaml"
 
 
 @dataclass
@@ -84,6 +103,89 @@ def stages(out: Path, threads: int, generator_steps: int, tail_steps: int, clips
     ]
 
 
+def label_stages(out: Path, threads: int, compile_model: bool) -> list[Stage]:
+    """The label model on top of `stages`' base (docs/training.md, "Session 27" to "Session 35")."""
+    base_ae = str(out / "autoencoder-blur" / "autoencoder.safetensors")
+    base_gen = str(out / "generator-tail" / "transformer.safetensors")
+    latents = out / "latents-labels"
+    data = str(latents / "shard_*.pt")
+    t = ["--threads", str(threads)]
+
+    def file(name: str, what: str = "autoencoder") -> Path:
+        return out / name / f"{what}.safetensors"
+
+    def autoencoder(name: str, *argv: str, run: str | None = None) -> Stage:
+        """A `train_autoencoder.py` stage writing <out>/<name>/autoencoder.safetensors."""
+        return Stage(name, ["train_autoencoder.py", "--run", str(out / (run or name)), "--out", str(file(name)),
+                            "--reference", base_ae, "--edge-weight", "3", "--motion-weight", "4", *argv, *t], file(name))
+
+    def noise_round(name: str, init: str, steps: str, full: str, noise: str, squares: str, seed: str) -> Stage:
+        return autoencoder(name, "--decoder-only", "--init", str(file(init)), "--steps", steps, "--full-steps", full,
+                           "--batch", "6", "--latent-noise", noise, "--latent-blur", "1.0", "--lr", "1e-4",
+                           "--square-share", squares, "--hedge-maps", "0.7", "0.25", "--seed", seed)
+
+    def generator(name: str, init: str, steps: str, weight: str, seed: str, *extra: str) -> Stage:
+        return Stage(name, ["train_generator.py", "--config", str(out / "labels-train.yaml"), "--data", data,
+                            "--run", str(out / name), "--init-from", init, *extra, "--steps", steps, "--batch", "16",
+                            "--lr", "2e-4", "--ema", "0.995", "--self-context-from", "0", "--rollout-prob", "0.3",
+                            "--caption-dropout", "0.1", "--context-blur", "1.0", "--shape-channel-weight", weight,
+                            "--seed", seed, *t, *(["--compile"] if compile_model else []),
+                            "--out", str(file(name, "transformer"))], out / name / "done")
+
+    def tune(name: str, init: str, steps: str, seed: str, *argv: str) -> Stage:
+        return Stage(name, ["tune_decoder.py", "--config", str(out / "longvid-shapes-labels.yaml"), "--data", data,
+                            "--autoencoder", str(file(init)), "--run", str(out / name), "--out", str(file(name)),
+                            "--steps", steps, "--batch", "8", "--crop", "8", "--lr", "1e-4", "--motion-weight", "4",
+                            "--seed", seed, *argv, *t], file(name))
+
+    return [
+        autoencoder("autoencoder-shapes", "--shape-channels", "--init", base_ae, "--steps", "2700", "--full-steps", "300",
+                    "--batch", "6", "--latent-blur", "1.0", "--lr", "3e-4", "--seed", "27"),
+        # session 28 resumed session 27's run (same run directory) on a longer schedule with squares
+        autoencoder("autoencoder-shapes-squares", "--shape-channels", "--init", base_ae, "--steps", "4200",
+                    "--full-steps", "300", "--batch", "6", "--latent-blur", "1.0", "--lr", "3e-4", "--square-share", "0.4",
+                    "--seed", "28", run="autoencoder-shapes"),
+        Stage("latents-labels", ["prepare_latents.py", "--shape-labels", "--autoencoder", base_ae, "--out", str(latents),
+                                 "--clips", "400", *t], latents / "done"),
+        autoencoder("autoencoder-labels", "--shape-channels", "--shape-labels",
+                    "--init", str(file("autoencoder-shapes-squares")), "--steps", "1400", "--full-steps", "200",
+                    "--batch", "6", "--latent-blur", "1.0", "--lr", "3e-4", "--square-share", "0.3",
+                    "--hedge-maps", "0.7", "0.25", "--seed", "32"),
+        generator("generator-labels-1", base_gen, "1100", "4", "32", "--widen-latents"),
+        generator("generator-labels-2", str(file("generator-labels-1", "transformer")), "1500", "16", "33"),
+        generator("generator-labels-3", str(file("generator-labels-2", "transformer")), "1500", "16", "34"),
+        generator("generator-labels-4", str(file("generator-labels-3", "transformer")), "1500", "16", "35"),
+        noise_round("decoder-noise-1", "autoencoder-labels", "600", "150", "0.3", "0.3", "40"),
+        noise_round("decoder-noise-2", "decoder-noise-1", "800", "200", "0.5", "0.5", "41"),
+        noise_round("decoder-noise-3", "decoder-noise-2", "800", "200", "0.8", "0.5", "42"),
+        tune("decoder-tune-1", "decoder-noise-3", "800", "0", "--switch-share", "0.7"),
+        tune("decoder-tune-2", "decoder-tune-1", "800", "1", "--switch-share", "1.0", "--halo-weight", "5"),
+        tune("decoder-tune-3", "decoder-tune-2", "800", "2", "--switch-share", "1.0", "--background-switch-share", "0.6",
+             "--halo-weight", "5"),
+        tune("decoder-tune-4", "decoder-tune-3", "800", "3", "--switch-share", "1.0", "--background-switch-share", "0.8",
+             "--halo-weight", "10"),
+        noise_round("decoder-noise-4", "decoder-tune-4", "400", "100", "0.8", "0.5", "46"),
+        tune("decoder-tune-5", "decoder-noise-4", "800", "50", "--switch-share", "0.7", "--background-switch-share", "0.6",
+             "--halo-weight", "10", "--generated-object-weight", "1", "--true-share", "0.5", "--true-latent-noise", "0.8",
+             "--true-latent-blur", "1.0", "--true-shape-blur", "0.5", "--true-hedge-maps", "0.7", "0.25"),
+    ]
+
+
+SMOKE = {"--steps": "3", "--full-steps": "1", "--clips": "50", "--batch": "4", "--eval-samples": "4"}
+
+
+def smoke(stage: Stage) -> Stage:
+    """`stage` cut to a few steps on one shard of clips (`--smoke`): every script, option and file
+    of the chain is exercised in minutes, nothing is learnt."""
+    argv = list(stage.argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg in SMOKE:
+            argv[i + 1] = SMOKE[arg]
+    if argv[0] == "tune_decoder.py":
+        argv += ["--eval-samples", SMOKE["--eval-samples"]]
+    return Stage(stage.name, argv, stage.output)
+
+
 def write_config(out: Path) -> Path:
     """The built-in config with its weights pointed at this retrain's final files."""
     cfg = yaml.safe_load(BUILTIN_CONFIG.read_text())
@@ -93,6 +195,21 @@ def write_config(out: Path) -> Path:
     path.write_text(f"# the built-in model retrained by scripts/retrain.py into {out}\n"
                     + yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def write_label_configs(out: Path) -> Path:
+    """The label config pointed at this retrain's final files (`longvid-shapes-labels.yaml`, also
+    what the tuning stages read the generator from), and the one its generator stages train with
+    (`labels-train.yaml`: its vae is the shape-channel autoencoder, read for its channels)."""
+    cfg = yaml.safe_load(LABELS_CONFIG.read_text())
+    final = out / "longvid-shapes-labels.yaml"
+    for path, vae in ((final, out / "decoder-tune-5" / "autoencoder.safetensors"),
+                      (out / "labels-train.yaml", out / "autoencoder-shapes-squares" / "autoencoder.safetensors")):
+        cfg["weights"] = {"transformer": str((out / "generator-labels-4" / "transformer.safetensors").resolve()),
+                          "vae": str(vae.resolve())}
+        path.write_text(f"# the built-in label model retrained by scripts/retrain.py into {out}\n"
+                        + yaml.safe_dump(cfg, sort_keys=False))
+    return final
 
 
 def record(out: Path, name: str, seconds: float) -> None:
@@ -138,13 +255,24 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=400, help="latent clips (50 a shard)")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                     help="the generator's forwards through torch.compile (train_generator.py --compile)")
+    ap.add_argument("--with-labels", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the label model grown from the base (the default config since session 35)")
     ap.add_argument("--dry-run", action="store_true", help="print the stages and what is done; run nothing")
+    ap.add_argument("--smoke", action="store_true",
+                    help="every stage for 3 steps on 50 clips, no compile (checks the chain's wiring in minutes)")
     args = ap.parse_args()
+    if args.smoke:
+        args.compile = False
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = write_config(out)
-    ran = run_stages(stages(out, args.threads, args.generator_steps, args.tail_steps, args.clips, args.compile),
-                     out, dry_run=args.dry_run)
+    todo = stages(out, args.threads, args.generator_steps, args.tail_steps, args.clips, args.compile)
+    if args.with_labels:
+        config = write_label_configs(out)
+        todo += label_stages(out, args.threads, args.compile)
+    if args.smoke:
+        todo = [smoke(stage) for stage in todo]
+    ran = run_stages(todo, out, dry_run=args.dry_run)
     if not args.dry_run:
         print(f"all stages done ({', '.join(ran) or 'nothing left to run'}); stage times in {out / 'stages.csv'}; "
               f"config: {config}")

@@ -1226,6 +1226,53 @@ def test_retrain_stages_train_from_nothing_and_its_config_names_the_new_weights(
     assert cfg.weights.vae == str((tmp_path / "autoencoder-blur" / "autoencoder.safetensors").resolve())
 
 
+def test_retrain_grows_the_label_model_from_its_own_base_and_never_from_committed_weights(tmp_path):
+    """`--with-labels`: the label chain (sessions 27-35) comes after the base, each stage reads only
+    files that the base or an earlier stage writes (no committed weight file: a default pointing
+    into longvid/weights/ would quietly reuse them), and the config it leaves names its last files."""
+    from retrain import label_stages, smoke, stages, write_label_configs
+
+    from longvid.config import load_config
+
+    todo = stages(tmp_path, threads=2, generator_steps=1000, tail_steps=100, clips=50, compile_model=True)
+    todo += label_stages(tmp_path, threads=2, compile_model=True)
+    names = [s.name for s in todo]
+    assert names[5:] == ["autoencoder-shapes", "autoencoder-shapes-squares", "latents-labels", "autoencoder-labels",
+                         *[f"generator-labels-{i}" for i in range(1, 5)], *[f"decoder-noise-{i}" for i in range(1, 4)],
+                         *[f"decoder-tune-{i}" for i in range(1, 5)], "decoder-noise-4", "decoder-tune-5"]
+    written = {str(s.output) for s in todo} | {str(s.output.parent / "transformer.safetensors") for s in todo}
+    written |= {str(tmp_path / "longvid-shapes-labels.yaml"), str(tmp_path / "labels-train.yaml")}
+    for i, stage in enumerate(todo):
+        before = {str(s.output) for s in todo[:i]} | {str(s.output.parent / "transformer.safetensors") for s in todo[:i]}
+        for arg in stage.argv[1:]:
+            assert "longvid/weights" not in arg, (stage.name, arg)
+            if arg.endswith(".safetensors") and arg != str(stage.output) and "--out" not in stage.argv[stage.argv.index(arg) - 1]:
+                assert arg in before, (stage.name, arg)
+    defaults_into_the_repo = {"train_autoencoder.py": ["--init", "--reference"], "prepare_latents.py": ["--autoencoder"],
+                              "train_generator.py": ["--config", "--init-from"], "tune_decoder.py": ["--config", "--autoencoder"]}
+    for stage in todo[5:]:
+        assert all(option in stage.argv for option in defaults_into_the_repo[stage.argv[0]]), stage.name
+    squares = todo[names.index("autoencoder-shapes-squares")].argv
+    assert squares[squares.index("--run") + 1] == str(tmp_path / "autoencoder-shapes")  # session 28 resumed 27's run
+    first = todo[names.index("generator-labels-1")].argv
+    assert first[first.index("--init-from") + 1] == str(tmp_path / "generator-tail" / "transformer.safetensors")
+    assert "--widen-latents" in first
+    last = todo[-1].argv
+    assert last[last.index("--true-latent-noise") + 1] == "0.8" and last[last.index("--seed") + 1] == "50"
+
+    cfg = load_config(write_label_configs(tmp_path))
+    builtin = load_config("configs/longvid-shapes-labels.yaml")
+    assert cfg.model == builtin.model and cfg.vae.latent_channels == 19
+    assert cfg.weights.transformer == str((tmp_path / "generator-labels-4" / "transformer.safetensors").resolve())
+    assert cfg.weights.vae == str((tmp_path / "decoder-tune-5" / "autoencoder.safetensors").resolve())
+    train = load_config(tmp_path / "labels-train.yaml")
+    assert train.weights.vae == str((tmp_path / "autoencoder-shapes-squares" / "autoencoder.safetensors").resolve())
+
+    cut = smoke(todo[names.index("decoder-tune-5")]).argv
+    assert cut[cut.index("--steps") + 1] == "3" and cut[cut.index("--eval-samples") + 1] == "4"
+    assert todo[-1].argv[todo[-1].argv.index("--steps") + 1] == "800"  # smoke() copies, the stage is unchanged
+
+
 def test_label_stand_ins_are_the_same_scene_drawn_as_circles_and_cover_the_circles():
     """`--shape-labels`: every clip's stand-in is its own scene with every shape drawn as a circle
     (same places), a circle clip is its own stand-in, and the coverage is the circles'."""
