@@ -24,9 +24,9 @@ for a `--shape-labels` autoencoder, against the stored label channels). `--switc
 are where the decoder, remembering the old one, drew it on (docs/training.md, "Session 34").
 A share of samples (`--true-share`) decodes the true latents instead, so round trips stay as good;
 `--true-latent-noise`, `--true-latent-blur`, `--true-shape-blur` and `--true-hedge-maps` augment
-them as `train_autoencoder.py --decoder-only` does, so one run keeps what that round teaches (a
-generator's imperfect latents drawn as clean shapes) while this one cleans the switch frames:
-run one after the other, each undid part of the other (docs/training.md, "Session 35").
+them as `train_autoencoder.py --decoder-only` does, so that one run teaches both what that round
+teaches (imperfect latents drawn as clean shapes) and the switch frames: run one after the other,
+each undid part of the other (docs/training.md, "Session 35").
 Losses are stage 1c's: object-weighted L1 + MSE + image gradients + frame-to-frame differences.
 The encoder, the latent statistics and the generator do not change: only pictures do.
 """
