@@ -223,6 +223,21 @@ def normalised_maps(ae: CausalAutoencoder, maps: torch.Tensor) -> torch.Tensor:
     return (maps - mean) / std
 
 
+def raw_maps(ae: CausalAutoencoder, z: torch.Tensor) -> torch.Tensor:
+    """`normalised_maps`' inverse: the shape channels of latents `z` (B, C, T, h, w) of `ae` -> the
+    maps in the units the encoder writes."""
+    c = ae.cfg.appearance_channels
+    mean, std = ae.latents_mean[c:, None, None, None], ae.latents_std[c:, None, None, None]
+    return z[:, c:] * std + mean
+
+
+def hedge_problem(option: str, low: float, leak: float) -> str | None:
+    """What is wrong with `option LOW LEAK` for `hedge_maps`, or None."""
+    if 0.0 < low <= 1.0 and leak >= 0.0:
+        return None
+    return f"{option} LOW LEAK: LOW in (0, 1] and LEAK 0 or more, got {low:g} {leak:g}"
+
+
 def hedge_maps(maps: torch.Tensor, low: float, leak: float) -> torch.Tensor:
     """Shape maps (B, S, T, h, w) as a generator hands them over (docs/training.md, session 30):
     per clip, scaled by U(`low`, 1), and every shape channel given a share U(0, `leak`) of each
@@ -475,9 +490,8 @@ def main() -> None:
     for name in ("swap_share", "square_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             ap.error(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")
-    low, leak = args.hedge_maps
-    if not (0.0 < low <= 1.0 and leak >= 0.0):
-        ap.error(f"--hedge-maps LOW LEAK: LOW in (0, 1] and LEAK 0 or more, got {low:g} {leak:g}")
+    if problem := hedge_problem("--hedge-maps", *args.hedge_maps):
+        ap.error(problem)
     if not 0.0 <= args.aligned_switches <= 1.0:
         ap.error(f"--aligned-switches is a share of clips, in [0, 1]; got {args.aligned_switches:g}")
     if args.appearance_blur is not None and not args.decoder_only:

@@ -44,7 +44,7 @@ import torch
 
 from diag_generator import pixel_scores
 from prepare_latents import TF, label_maps, sample_clip
-from train_autoencoder import augment_latents, hedge_maps, normalised_maps
+from train_autoencoder import augment_latents, hedge_maps, hedge_problem, normalised_maps, raw_maps
 from train_generator import CaptionBank, Data, build_batch, crop_box, prompt_context, sample_target, sampler_setup, target_start
 from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
 
@@ -123,8 +123,7 @@ def augment_true(ae, z: torch.Tensor, noise: float, blur: float, shape_blur: flo
     appearance = augment_latents(z[:, :c], noise, blur)
     if c == z.shape[1]:
         return appearance
-    mean, std = ae.latents_mean[c:, None, None, None], ae.latents_std[c:, None, None, None]
-    maps = normalised_maps(ae, hedge_maps(z[:, c:] * std + mean, *hedge))
+    maps = normalised_maps(ae, hedge_maps(raw_maps(ae, z), *hedge))
     return torch.cat([appearance, augment_latents(maps, noise, shape_blur)], dim=1)
 
 
@@ -197,9 +196,8 @@ def main() -> None:
     for name in ("true_latent_noise", "true_latent_blur", "true_shape_blur"):
         if getattr(args, name) < 0:
             ap.error(f"--{name.replace('_', '-')} is an augmentation strength: give 0 or more")
-    low, leak = args.true_hedge_maps
-    if not (0.0 < low <= 1.0 and leak >= 0.0):
-        ap.error(f"--true-hedge-maps LOW LEAK: LOW in (0, 1] and LEAK 0 or more, got {low:g} {leak:g}")
+    if problem := hedge_problem("--true-hedge-maps", *args.true_hedge_maps):
+        ap.error(problem)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cfg = load_config(args.config)

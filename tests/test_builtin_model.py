@@ -1,8 +1,9 @@
-"""The committed built-in model (the default, `configs/longvid-shapes-labels.yaml`, and its
-weights; since session 35), end to end through the CLI and scored by `longvid eval`: the weights load offline, draw the prompted object on the
-prompted background, move it, follow a switch without a teleport. A broken weight file, a config
-that no longer matches it, or an engine change that breaks the model fails here; the quality
-figures themselves come from scripts/eval_builtin.py (docs/builtin-model.md)."""
+"""The committed built-in model (the default since session 35, `configs/longvid-shapes-labels.yaml`,
+and its weights), end to end through the CLI and scored by `longvid eval`: the weights load
+offline, draw the prompted object on the prompted background, move it, follow a switch without a
+teleport. A broken weight file, a config that no longer matches it, or an engine change that
+breaks the model fails here; the quality figures themselves come from scripts/eval_builtin.py
+(docs/builtin-model.md)."""
 
 from __future__ import annotations
 

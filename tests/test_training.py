@@ -301,6 +301,10 @@ def test_tune_decoder_refuses_a_share_outside_0_to_1_before_loading_anything(opt
     with pytest.raises(SystemExit) as stop:
         tune_decoder.main()
     assert stop.value.code == 2 and "--true-latent-noise is an augmentation strength" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["tune_decoder.py", "--true-hedge-maps", "0", "0.2", "--config", "no-such-config"])
+    with pytest.raises(SystemExit) as stop:
+        tune_decoder.main()
+    assert stop.value.code == 2 and "--true-hedge-maps LOW LEAK: LOW in (0, 1]" in capsys.readouterr().err
 
 
 def test_tune_decoder_weighs_generated_objects_as_asked_and_true_ones_as_always():
