@@ -210,6 +210,46 @@ class Decoder(nn.Module):
             h = F.silu(self.up[i](h)).unflatten(0, (z.shape[0], -1))
         return torch.tanh(_per_frame(self.out, h) + base)
 
+    def widened(self, channels: tuple[int, ...]) -> "Decoder":
+        """This decoder with wider layers (`channels`, each >= its own width), computing exactly
+        what it computes now (Net2Net-style): every old weight is kept, the new channels' inputs
+        start random and their outgoing weights at zero, so training can put the room to use."""
+        old_ch = tuple(conv.out_channels for conv in [self.inp, *self.up])
+        if len(channels) != len(old_ch) or any(n < o for n, o in zip(channels, old_ch)):
+            raise ValueError(f"a widened decoder needs {len(old_ch)} widths, each at least the current "
+                             f"{list(old_ch)}; got {list(channels)}")
+        cfg = AutoencoderConfig(latent_channels=self.inp.in_channels, temporal_factor=self.tf,
+                                decoder_channels=tuple(channels), decoder_latent_span=self.memory[0].span)
+        new = Decoder(cfg).to(self.inp.weight)
+
+        def keep(dst: nn.Conv2d, src: nn.Conv2d, rows: Tensor, cols: Tensor | None) -> None:
+            """dst[rows, cols] = src (input columns outside `cols` zeroed for the old rows)."""
+            if cols is not None:
+                dst.weight[rows] = 0.0
+                dst.weight[rows[:, None], cols] = src.weight
+            else:
+                dst.weight[rows] = src.weight
+            dst.bias[rows] = src.bias
+
+        def first(c_new: int, c_old: int, slots: int = 1) -> Tensor:
+            """Indices of the old channels in a layout of `slots` stacked groups of c_new."""
+            return torch.cat([torch.arange(c_old) + s * c_new for s in range(slots)])
+
+        with torch.no_grad():
+            keep(new.inp, self.inp, first(channels[0], old_ch[0]), None)
+            for i, (mem, nmem) in enumerate(zip(self.memory, new.memory)):
+                c, n = old_ch[i], channels[i]
+                keep(nmem.mix, mem.mix, first(n, c), first(n, c, mem.span + 1))
+                keep(nmem.out, mem.out, first(n, c), first(n, c))
+            for i, (grow, ngrow) in enumerate(zip(self.grow, new.grow)):
+                c, n = old_ch[i], channels[i]
+                keep(ngrow.proj, grow.proj, first(n, c, grow.stride), first(n, c))
+            for i, (up, nup) in enumerate(zip(self.up, new.up)):
+                keep(nup, up, first(channels[i + 1], old_ch[i + 1]), first(channels[i], old_ch[i]))
+            keep(new.out, self.out, torch.arange(3), first(channels[-1], old_ch[-1]))
+            new.colour.load_state_dict(self.colour.state_dict())
+        return new
+
 
 class CausalAutoencoder(nn.Module):
     """Encoder + decoder, with latent normalisation (per-channel mean/std) as buffers."""

@@ -382,6 +382,15 @@ def with_wider_latent_memory(ae: CausalAutoencoder, span: int) -> CausalAutoenco
     return new
 
 
+def with_wider_decoder(ae: CausalAutoencoder, channels: tuple[int, ...]) -> CausalAutoencoder:
+    """`ae` with its decoder widened to `channels` (`Decoder.widened`): the same video until
+    trained, with room for more."""
+    new = CausalAutoencoder(dataclasses.replace(ae.cfg, decoder_channels=tuple(channels)))
+    new.load_state_dict({k: v for k, v in ae.state_dict().items() if not k.startswith("decoder.")}, strict=False)
+    new.decoder = ae.decoder.widened(tuple(channels))
+    return new
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=str(REPO / "runs" / "autoencoder"))
@@ -421,6 +430,9 @@ def main() -> None:
     ap.add_argument("--decoder-channels", type=int, nargs=4, default=None, metavar="C",
                     help="with --decoder-only: a fresh decoder of these widths (1/8, 1/4, 1/2, 1 resolution) "
                          "instead of --init's; the encoder and latent space stay --init's")
+    ap.add_argument("--widen-decoder", type=int, nargs=4, default=None, metavar="C",
+                    help="with --decoder-only: widen --init's decoder to these widths, keeping what it "
+                         "computes (new channels start silent), so training adds capacity to a tuned decoder")
     ap.add_argument("--decoder-latent-span", type=int, default=None, metavar="N",
                     help="with --decoder-only: the decoder's first block sees N past latent frames "
                          "(at least as many as --init's; the default autoencoder's sees 1), so it can "
@@ -477,6 +489,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.decoder_channels and not args.decoder_only:
         ap.error("--decoder-channels replaces the decoder of --init: add --decoder-only")
+    if args.widen_decoder and not args.decoder_only:
+        ap.error("--widen-decoder changes the decoder of --init: add --decoder-only")
+    if args.widen_decoder and args.decoder_channels:
+        ap.error("--widen-decoder keeps --init's decoder, --decoder-channels replaces it: pick one")
     if args.decoder_latent_span is not None and not args.decoder_only:
         ap.error("--decoder-latent-span widens the decoder of --init: add --decoder-only")
     if args.decoder_latent_span is not None and args.decoder_latent_span < 1:
@@ -510,6 +526,11 @@ def main() -> None:
         ae = load_autoencoder(args.init)
         if args.decoder_channels:
             ae = with_fresh_decoder(ae, tuple(args.decoder_channels))
+        if args.widen_decoder:
+            try:
+                ae = with_wider_decoder(ae, tuple(args.widen_decoder))
+            except ValueError as e:
+                ap.error(f"--widen-decoder: {e} (--init {args.init})")
         if args.decoder_latent_span is not None:
             try:
                 ae = with_wider_latent_memory(ae, args.decoder_latent_span)

@@ -102,6 +102,31 @@ def test_widening_a_memory_block_keeps_what_it_computes_until_trained():
         assert not torch.allclose(new(x, [None], 0), old(x, [None], 0))
 
 
+def test_a_widened_decoder_draws_the_same_video_until_trained_and_its_new_channels_can_learn():
+    from longvid.autoencoder import Decoder
+
+    torch.manual_seed(0)
+    cfg = AutoencoderConfig(latent_channels=5, decoder_channels=(8, 6, 4, 4), decoder_latent_span=2)
+    old = Decoder(cfg).eval()
+    new = old.widened((12, 6, 7, 5)).eval()
+    assert [c.out_channels for c in [new.inp, *new.up]] == [12, 6, 7, 5] and new.memory[0].span == 2
+    z = torch.randn(2, 4, 5, 4, 4)
+    s_old, s_new = [None] * 3, [None] * 3
+    with torch.no_grad():  # twice: the causal memory (the state) must match as well
+        for part in (z[:, :3], z[:, 3:]):
+            assert torch.allclose(new(part, s_new), old(part, s_old), atol=1e-5)
+    new.train()
+    loss = new(z, [None] * 3).square().mean()
+    loss.backward()
+    # the new channels' outgoing weights start at zero, and get a gradient
+    assert new.out.weight[:, 4:].abs().max() == 0 and new.out.weight.grad[:, 4:].abs().max() > 0
+    assert new.up[0].weight.grad[:, 8:].abs().max() > 0
+    with pytest.raises(ValueError, match="at least the current"):
+        old.widened((8, 6, 3, 4))
+    with pytest.raises(ValueError, match="4 widths"):
+        old.widened((8, 6, 4))
+
+
 def test_decode_is_causal():
     ae = tiny()
     z = torch.randn(1, 4, 4, 4, 4)

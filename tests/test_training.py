@@ -851,6 +851,29 @@ def test_a_wider_latent_memory_starts_as_the_decoder_it_widens_and_never_narrows
         with_wider_latent_memory(wide, 1)
 
 
+def test_a_wider_decoder_keeps_the_latent_space_and_is_saved_with_its_widths(tmp_path):
+    from train_autoencoder import with_wider_decoder
+
+    from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
+    from longvid.loading import load_autoencoder, save_autoencoder
+
+    torch.manual_seed(0)
+    ae = CausalAutoencoder(AutoencoderConfig(latent_channels=4, encoder_channels=(4, 6, 8, 8),
+                                             decoder_channels=(8, 6, 4, 4))).eval()
+    ae.latents_std.fill_(1.5)
+    wide = with_wider_decoder(ae, (10, 8, 6, 6)).eval()
+    assert wide.cfg.decoder_channels == (10, 8, 6, 6) and torch.equal(wide.latents_std, ae.latents_std)
+    z = torch.randn(1, 4, 5, 4, 4)
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(wide.decode(z), ae.decode(z), atol=1e-5)
+        assert torch.equal(wide.encode(video), ae.encode(video))
+    save_autoencoder(wide, tmp_path / "wide.safetensors")
+    again = load_autoencoder(tmp_path / "wide.safetensors").eval()
+    with torch.no_grad():
+        assert again.cfg.decoder_channels == (10, 8, 6, 6) and torch.equal(again.decode(z), wide.decode(z))
+
+
 def test_latent_gaps_compare_the_one_clip_with_one_thing_changed():
     """probe_shapes.latent_gaps: with an 'encoder' that is the frames themselves (8x8 means),
     every change is measured (none reads 0), a move of 3 px is further than one of 1 px, and a
