@@ -9,7 +9,8 @@ Stage 1b, `--decoder-only`: start from the exported autoencoder, freeze the enco
 statistics, and train the decoder alone. The latent space stays bit-for-bit the same, so a
 generator trained on it keeps working; only the pictures it decodes to get better (the first
 decoder, 1,800 joint steps, drew squares and triangles as round blobs). With `--decoder-channels`
-the decoder starts afresh at the given widths (a wider decoder on the same latents).
+the decoder starts afresh at the given widths (a wider decoder on the same latents); with
+`--widen-decoder` it keeps what it has learnt and gains channels that start silent.
 
 Clips are rendered on the fly (longvid.world). Most steps train on random crops (the network is
 fully convolutional, so crops teach it the same thing 4x cheaper), the last ones on full frames.
