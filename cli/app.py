@@ -144,11 +144,15 @@ class Outputs:
         """Resolve the paths and refuse to clobber anything unless `overwrite` (checked before
         any model is loaded, so a wrong path fails in a second). With `overwrite`, old frame
         PNGs are removed so the directory matches the new video."""
+        if out.suffix.lower() != ".mp4":
+            raise OutputError(f"--out {out}: longvid writes H.264 in fragmented MP4 (playable while "
+                              f"it is written), so the name must end in .mp4 (e.g. "
+                              f"{out.with_suffix('.mp4').name}); convert it afterwards for another format")
         outputs = cls(out.resolve(), (manifest or out.with_suffix(".json")).resolve(),
                       png_dir.resolve() if png_dir else None)
         if outputs.manifest == outputs.video:
-            raise OutputError(f"the manifest and the video are both {out}; "
-                              "give the video an .mp4 name or pass --manifest PATH")
+            raise OutputError(f"the manifest and the video are both {out}; pass --manifest PATH "
+                              "with another name")
         for what, path in (("video", outputs.video), ("manifest", outputs.manifest)):
             if not path.parent.is_dir():
                 raise OutputError(f"cannot write the {what} {path}: directory {path.parent} does "
@@ -315,15 +319,17 @@ def _drop_pngs_after(png_dir: Optional[Path], frames: int) -> None:
 
 
 def _summary(tracker: FrameTracker, fps: int, wall_s: float, timings: dict,
-             outputs: Outputs) -> None:
+             outputs: Outputs, overlap: bool) -> None:
     width, height = tracker.size or (0, 0)
     rate = (tracker.frames - tracker.start) / wall_s if wall_s > 0 else 0.0
     typer.echo(f"wrote {tracker.frames} frames ({tracker.frames / fps:.2f} s of video, "
                f"{width}x{height} @ {fps} fps) in {wall_s:.2f} s: {rate:.1f} frames/s")
-    stages = [f"{key[:-2]} {value:.2f} s" for key, value in timings.items() if key.endswith("_s")]
-    typer.echo("  time: " + ", ".join(stages))
+    stages = [f"{key[:-2]} {value:.2f} s" for key, value in timings.items()
+              if key.endswith("_s") and key != "load_s"]
+    typer.echo("  time per stage: " + ", ".join(stages)
+               + (" (decode ran beside the generator, so these add up to more)" if overlap else ""))
     typer.echo(f"  {timings.get('blocks', 0)} blocks, {timings.get('forwards', 0)} forwards, "
-               f"{timings.get('recaches', 0)} recaches")
+               f"{timings.get('recaches', 0)} recaches; the model loaded in {timings.get('load_s', 0):.2f} s before")
     for what, path in outputs.describe():
         typer.echo(f"  {what + ':':10s}{path}")
 
@@ -343,7 +349,7 @@ def generate(
     seconds: Annotated[Optional[float], typer.Option(
         help="Video length in seconds (default: 10, or the timeline file's own).",
         show_default=False)] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output MP4 file.")] = Path("out.mp4"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video, an .mp4 file.")] = Path("out.mp4"),
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same video.")] = 0,
     timeline: Annotated[Optional[Path], typer.Option(
         help="Prompt timeline: a .yaml file or a LongLive .jsonl file.", show_default=False)] = None,
@@ -500,7 +506,7 @@ def generate(
             typer.echo("interrupted before any frame was made", err=True)
         raise typer.Exit(getattr(error, "exit_code", EXIT_INTERRUPTED)) from None
     if plain:
-        _summary(tracker, fps, wall_s, timings(), outputs)
+        _summary(tracker, fps, wall_s, timings(), outputs, cfg.runtime.overlap)
 
 
 # --- eval ------------------------------------------------------------------------------------

@@ -192,6 +192,14 @@ def test_output_missing_directory(tiny):
                    "does not exist", "mkdir -p")
 
 
+@pytest.mark.parametrize("name", ["v.avi", "v.gif", "v.webm", "v"])
+def test_output_must_be_an_mp4(tiny, tmp_path, name):
+    """Only MP4 is written: another name would hold an MP4 under a misleading extension."""
+    one_line_error(generate("a ball", "--seconds", "1", "--config", tiny, "--out", name),
+                   f"--out {name}", "must end in .mp4", "convert it afterwards")
+    assert not (tmp_path / name).exists() and not list(tmp_path.glob("v*.json"))
+
+
 def test_existing_output_needs_overwrite(tiny, tmp_path):
     (tmp_path / "v.mp4").write_bytes(b"precious")
     one_line_error(generate("a ball", "--seconds", "1", "--config", tiny, "--out", "v.mp4"),

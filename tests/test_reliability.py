@@ -301,3 +301,44 @@ def test_resumed_run_stopped_at_once_keeps_its_resume_point(workdir, reference, 
     m = manifest(workdir, "again")
     assert m["status"] == "finished" and m["frame_hashes"] == reference["frame_hashes"]
     assert m["resumed_at"] == [33]  # the frames after 33 were all made by the last run
+
+
+# --- a signal while the command is still starting ---------------------------------------------
+
+STARTUP_HARNESS = """
+import builtins, os, signal, sys
+sig, swallowed = getattr(signal, sys.argv[1]), sys.argv[2] == "swallowed"
+real = builtins.__import__
+
+class Doomed:
+    def __del__(self):  # the signal lands while Python runs a destructor, which swallows it
+        os.kill(os.getpid(), sig)
+        for _ in range(100000):
+            pass
+
+def hook(name, *args, **kwargs):
+    if name == "torch":  # the app's first heavy import
+        builtins.__import__ = real
+        if swallowed:
+            Doomed()
+        else:
+            os.kill(os.getpid(), sig)
+    return real(name, *args, **kwargs)
+
+builtins.__import__ = hook
+from cli import main
+sys.argv = ["longvid", "--help"]
+main()
+"""
+
+
+@pytest.mark.parametrize("sig, how", [("SIGINT", "raised"), ("SIGINT", "swallowed"), ("SIGTERM", "raised")])
+def test_a_signal_while_starting_stops_with_one_line(sig, how):
+    """Ctrl-C during the seconds of importing torch and the app: one line and 128 + signal, no
+    traceback, and not lost when it lands in a destructor (the run would otherwise go on)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), CI="true")
+    proc = subprocess.run([sys.executable, "-c", STARTUP_HARNESS, sig, how], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 128 + getattr(signal, sig), (proc.returncode, proc.stderr)
+    assert proc.stderr.strip() == f"{sig} while starting: stopped before anything was written"
+    assert proc.stdout == ""  # the app never ran (--help would print its usage)
