@@ -155,7 +155,11 @@ def evaluate_video(path: str | Path, timeline_file: str | Path, block_frames: in
         raise LongvidError(f"{path} has frame rate {fps:g}: longvid eval needs a whole number of frames per second")
     timeline = load_timeline(Path(timeline_file), fps=round(fps), temporal_factor=temporal_factor,
                              seconds=len(frames) / round(fps), **timeline_options)
-    report = evaluate(frames, timeline_prompts(timeline), round(fps), block_frames)
+    # The stream's first block decodes to temporal_factor - 1 frames fewer (its first latent frame
+    # is one pixel frame), so every later block boundary sits that much earlier.
+    first_block = block_frames - (temporal_factor - 1) if block_frames is not None else None
+    report = evaluate(frames, timeline_prompts(timeline), round(fps), block_frames,
+                      first_block if first_block is not None and first_block >= 1 else None)
     report["video"], report["timeline"] = str(path), str(timeline_file)
     return report
 
@@ -532,17 +536,20 @@ def evaluate(
     prompts: Sequence[tuple[int, str]],
     fps: int = 16,
     block_frames: int | None = None,
+    first_block_frames: int | None = None,
 ) -> dict:
     """Score a video against its prompts [(first pixel frame, text), ...].
 
     frames: (F, H, W, 3) uint8 or an iterable of (H, W, 3) uint8 frames (or `Frame`s), read once.
-    block_frames: pixel frames per generated block, for the flicker measure.
+    block_frames: pixel frames per generated block, for the flicker measure; first_block_frames:
+    the first block's, when it differs (a causal video decoder's first block is shorter).
     Returns a JSON-ready dict (see the module docstring; `format_report` prints it).
     """
     if fps <= 0:
         raise LongvidError(f"fps must be positive, got {fps}")
-    if block_frames is not None and block_frames < 1:
-        raise LongvidError(f"block_frames must be at least 1, got {block_frames}")
+    for name, value in (("block_frames", block_frames), ("first_block_frames", first_block_frames)):
+        if value is not None and value < 1:
+            raise LongvidError(f"{name} must be at least 1, got {value}")
 
     # 1. one pass over the stream: per-frame detections and frame differences.
     detections: list[FrameDetection] = []
@@ -626,7 +633,7 @@ def evaluate(
     moving_prompt = np.array([a >= 0 and attributes[a].motion not in (None, "still") for a in active])
     freeze = _freeze_report(diffs_arr, moving_prompt, fps)
     drift = _drift_report(detections, frame_score_steady, match, judged, steady, fps)
-    flicker = _flicker_report(diffs_arr, block_frames)
+    flicker = _flicker_report(diffs_arr, block_frames, first_block_frames)
 
     latencies = [s["latency_frames"] for s in switches if s["latency_frames"] is not None]
     ratios = [s["continuity_ratio"] for s in switches if s["continuity_ratio"] is not None]
@@ -752,16 +759,19 @@ def _drift_report(detections, frame_score, match, judged, steady, fps) -> dict:
     return report
 
 
-def _flicker_report(diffs: np.ndarray, block_frames: int | None) -> dict | None:
-    """Mean |frame difference| entering a new block against that within blocks."""
+def _flicker_report(diffs: np.ndarray, block_frames: int | None, first_block_frames: int | None) -> dict | None:
+    """Mean |frame difference| entering a new block against that within blocks. Blocks start at
+    frames first, first + block_frames, ... (first = first_block_frames, default block_frames)."""
     if block_frames is None or len(diffs) == 0:
         return None
+    first = block_frames if first_block_frames is None else first_block_frames
     index = np.arange(1, len(diffs) + 1)  # diffs[j] is frame j+1 against frame j
-    boundary = index % block_frames == 0
+    boundary = (index >= first) & ((index - first) % block_frames == 0)
     across = float(diffs[boundary].mean()) if boundary.any() else None
     within = float(diffs[~boundary].mean()) if (~boundary).any() else None
     ratio = across / within if across is not None and within else None
-    return {"block_frames": block_frames, "boundary_diff": across, "within_diff": within, "ratio": ratio}
+    return {"block_frames": block_frames, "first_block_frames": first, "boundary_diff": across,
+            "within_diff": within, "ratio": ratio}
 
 
 # --- printing ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from longvid.errors import LongvidError
 from longvid.evaluate import (
     ATTRIBUTES, CORE_ATTRIBUTES, TELEPORT_RATIO, classify_motion, detect_frame, evaluate, format_report,
-    read_video, video_drift_error, video_fps,
+    evaluate_video, read_video, video_drift_error, video_fps,
 )
 from longvid.frames import Frame
 from longvid.world import (
@@ -35,6 +35,16 @@ def two_segment_clip(first: SceneSpec, second: SceneSpec, switch: int = FRAMES /
     rng = np.random.default_rng(seed)
     frames, _ = make_clip([(0, first), (switch, second)], FRAMES, seed, SIZE)
     return frames, [(0, caption(first, rng)), (switch, caption(second, rng))]
+
+
+def write_mp4(path, frames: np.ndarray):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
 
 
 CLEAN_TIMELINE = [  # every colour changes hue under an RGB rotation (white would not)
@@ -87,13 +97,7 @@ def test_ground_truth_scores_at_64_pixels_and_with_two_objects() -> None:
 
 def test_ground_truth_survives_h264(tmp_path) -> None:
     clip = switching_clip(7)
-    path = tmp_path / "clip.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
-        for image in clip.frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+    path = write_mp4(tmp_path / "clip.mp4", clip.frames)
     assert video_fps(path) == FPS
     report = evaluate(read_video(path), clip.timeline)
     assert report["frames"] == FRAMES
@@ -205,6 +209,30 @@ def test_block_flicker_is_caught() -> None:
     assert good["ratio"] == pytest.approx(1.0, abs=0.3)
     assert bad["ratio"] > 3.0
     assert evaluate(frames, prompts)["flicker"] is None
+
+
+def test_block_flicker_is_read_at_a_stream_s_real_block_starts() -> None:
+    """A causal decoder's first block is shorter (12 frames a block, the first 9), so every
+    boundary sits 3 frames before a multiple of 12; flicker there is caught only when read there."""
+    frames, prompts = two_segment_clip(SceneSpec(motion="circling"), SceneSpec(motion="circling", colour="white"))
+    block, first = 12, 9
+    flickering = frames.astype(np.int16)
+    for start in range(first, FRAMES, 2 * block):  # every other block after the first, brighter
+        flickering[start:start + block] += 6
+    flickering = np.clip(flickering, 0, 255).astype(np.uint8)
+    read_right = evaluate(flickering, prompts, block_frames=block, first_block_frames=first)["flicker"]
+    read_wrong = evaluate(flickering, prompts, block_frames=block)["flicker"]
+    assert read_right["first_block_frames"] == first and read_right["ratio"] > 3.0
+    assert read_wrong["ratio"] < 1.5  # the boundaries fall inside blocks: the flicker is missed
+
+
+def test_eval_of_a_video_places_blocks_as_the_stream_made_them(tmp_path) -> None:
+    frames, prompts = two_segment_clip(SceneSpec(motion="right"), SceneSpec(motion="right", colour="white"))
+    path = write_mp4(tmp_path / "v.mp4", frames)
+    timeline = tmp_path / "t.yaml"
+    timeline.write_text(json.dumps({"seconds": SECONDS, "prompts": [{"at": f / FPS, "text": t} for f, t in prompts]}))
+    flicker = evaluate_video(path, timeline, block_frames=12, temporal_factor=4)["flicker"]
+    assert (flicker["block_frames"], flicker["first_block_frames"]) == (12, 9)
 
 
 # --- pieces --------------------------------------------------------------------------------------
