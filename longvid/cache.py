@@ -119,11 +119,12 @@ class KVCache:
     def _positions(self, slot_frames: torch.Tensor) -> torch.Tensor:
         """RoPE positions of the frames held in slots (see the module docstring)."""
         pos = slot_frames.clone()
-        if self.rope == "compact" and self.committed > self.sink + self.window:
-            n_sink = min(self.sink, self.committed)
-            oldest = self._window_start(self.committed)
+        # Read from the window's start, not from `committed`: a recache's `rewind` lowers
+        # `committed` to the window it rewrites, and the sink must sit where generation put it.
+        oldest = self._window_start(self.committed)
+        if self.rope == "compact" and oldest > self.sink:
             is_sink = (slot_frames >= 0) & (slot_frames < self.sink)
-            pos[is_sink] = oldest - n_sink + slot_frames[is_sink]
+            pos[is_sink] = oldest - self.sink + slot_frames[is_sink]
         return pos
 
     def plan(self, frames: torch.Tensor, commit: bool) -> AttentionPlan:

@@ -1,6 +1,7 @@
 """The KV cache owns sink / window / eviction maths: sinks survive, the EMA sink follows its
 formula, memory is fixed, writes are in place."""
 
+import pytest
 import torch
 
 from longvid.cache import KVCache, dense_mask
@@ -90,6 +91,25 @@ def test_compact_rope_places_sink_before_window():
         commit_block(absolute, [3 * b, 3 * b + 1, 3 * b + 2])
     plan = absolute.plan(torch.tensor([15, 16, 17]), commit=False)
     assert plan.key_positions[:3].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("rewrite_sink", [False, True], ids=["keep", "rewrite"])
+@pytest.mark.parametrize("committed", [9, 12, 15, 18, 21])
+def test_a_recache_sees_the_sink_where_generation_saw_it(committed, rewrite_sink):
+    """Compact RoPE: the frames re-encoded at a switch see the sink at the positions the next
+    block's generation gives it (rewind lowers `committed`; the positions must not follow it)."""
+    cache = make(rope="compact")
+    for b in range(committed // 3):
+        commit_block(cache, [3 * b, 3 * b + 1, 3 * b + 2])
+    nxt = torch.arange(committed, committed + 3)
+    plan = cache.plan(nxt, commit=False)
+    generation = dict(zip(cache.slot_frame[: plan.num_read].tolist(), plan.key_positions.tolist()))
+    redo = cache.rewind(rewrite_sink=rewrite_sink)
+    plan = cache.plan(redo, commit=True)
+    recache = dict(zip(cache.slot_frame[: plan.num_read].tolist(), plan.key_positions.tolist()))
+    assert [recache[f] for f in (0, 1, 2)] == [generation[f] for f in (0, 1, 2)]
+    if rewrite_sink:  # the sink is re-encoded in this forward: its queries sit there too
+        assert plan.query_positions[:3].tolist() == [generation[f] for f in (0, 1, 2)]
 
 
 def test_rewind_keep_and_rewrite():
