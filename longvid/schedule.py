@@ -135,19 +135,19 @@ class Schedule:
     def num_blocks(self, num_frames: int) -> int:
         return math.ceil(num_frames / self.block_frames)
 
-    def steps(self, num_frames: int, first_block: int = 0) -> Iterator[Step]:
+    def steps(self, num_frames: int) -> Iterator[Step]:
         """Yield the engine steps that generate latent frames [0, num_frames), in order.
 
-        After the denoising step that finishes block b comes the commit step of block b.
-        `first_block` starts the stream at that block's first step (for resuming a run).
+        After the denoising step that finishes block b comes the commit step of block b, except
+        for the last block: no later frame would read what it commits. (A resumed run skips the
+        steps it has done: the step list is the same for the same `num_frames`.)
         """
         n, k = self.num_steps, self.block_frames
         blocks = self.num_blocks(num_frames)
-        first_step = first_block * self.ar_step
         last_step = (blocks - 1) * self.ar_step + n - 1
-        for i in range(first_step, last_step + 1):
+        for i in range(last_step + 1):
             # Blocks in flight at denoising step i: those with 0 <= i - b*ar_step < n.
-            b_lo = max(first_block, math.ceil((i - n + 1) / self.ar_step))
+            b_lo = max(0, math.ceil((i - n + 1) / self.ar_step))
             b_hi = min(blocks - 1, i // self.ar_step)
             start, stop = b_lo * k, min((b_hi + 1) * k, num_frames)
             level = torch.empty(stop - start, dtype=torch.long)
@@ -156,7 +156,7 @@ class Schedule:
                 level[lo:hi] = i - b * self.ar_step
             ts = torch.tensor(self.timesteps + [0.0])
             yield Step(start, stop, ts[level], ts[level + 1], level, commit=False)
-            if level[0] == n - 1:  # the oldest block in flight is finished: commit it
+            if level[0] == n - 1 and b_lo < blocks - 1:  # the oldest block in flight is finished: commit it
                 c_stop = min((b_lo + 1) * k, num_frames)
                 zeros = torch.zeros(c_stop - start)
                 yield Step(start, c_stop, zeros, zeros, torch.full((c_stop - start,), n), commit=True)
