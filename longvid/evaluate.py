@@ -105,7 +105,8 @@ FIRST_LAST_SECONDS = 10.0  # first-vs-last comparison window (halved on videos u
 
 
 def read_video(path: str | Path) -> Iterator[np.ndarray]:
-    """Decode a video file with PyAV: an iterator of (H, W, 3) uint8 RGB frames."""
+    """Decode a video file with PyAV: an iterator of (H, W, 3) uint8 RGB frames, up to the first
+    damaged packet."""
     import av
 
     path = Path(path)
@@ -120,9 +121,14 @@ def read_video(path: str | Path) -> Iterator[np.ndarray]:
         raise LongvidError(f"{path} has no video stream: pass a video file, not audio or an image")
 
     def frames() -> Iterator[np.ndarray]:
+        # A video cut off mid-write (a killed run) ends in a damaged packet: stop there, as a
+        # player does; the frames before it are the video.
         with container:
-            for frame in container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
+            try:
+                for frame in container.decode(video=0):
+                    yield frame.to_ndarray(format="rgb24")
+            except av.error.FFmpegError:
+                return
 
     return frames()
 

@@ -105,6 +105,22 @@ def test_ground_truth_survives_h264(tmp_path) -> None:
     assert report["continuity"]["teleports"] == 0
 
 
+def test_a_video_cut_off_mid_write_is_read_up_to_the_damage(tmp_path) -> None:
+    """A killed run leaves a fragmented MP4 whose tail is damaged: eval scores the frames before
+    it, as a player shows them, instead of failing on the damaged packet."""
+    from longvid.writers import Mp4Writer, write_stream
+
+    clip = switching_clip(7)
+    path = tmp_path / "cut.mp4"
+    write_stream([Frame(i, f) for i, f in enumerate(clip.frames)], [Mp4Writer(path, FPS, keyframe_interval=8)])
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.8)])
+    frames = list(read_video(path))
+    assert 0 < len(frames) < FRAMES
+    made = [(f, text) for f, text in clip.timeline if f < len(frames)]  # the prompts it got to
+    assert evaluate(frames, made)["frames"] == len(frames)
+
+
 # --- corruptions are caught ----------------------------------------------------------------------
 
 
