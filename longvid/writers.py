@@ -77,7 +77,8 @@ def write_stream(frames: Iterable[Frame], writers: Sequence[Writer]) -> int:
 
     Every writer is closed whatever happens (normal end, exception in the producer or in a
     writer, KeyboardInterrupt), so the frames already produced are kept; the original
-    exception is then re-raised. The iterator is closed too if it is a generator.
+    exception is then re-raised. The iterator is closed too if it is a generator. A writer
+    whose close fails passes that failure to the writers closed after it (in list order).
     """
     count = 0
     error: BaseException | None = None
@@ -90,12 +91,17 @@ def write_stream(frames: Iterable[Frame], writers: Sequence[Writer]) -> int:
     except BaseException as exc:  # noqa: BLE001 - re-raised below, after closing the writers
         error = exc
     close_errors: list[BaseException] = []
-    closers = [lambda w=w: w.close(error) for w in writers]
     if error is not None and callable(getattr(iterator, "close", None)):
-        closers.insert(0, iterator.close)  # let the generator release what it holds
-    for close in closers:
         try:
-            close()
+            iterator.close()  # let the generator release what it holds
+        except BaseException as exc:  # noqa: BLE001 - even a 2nd Ctrl-C: close the writers first
+            close_errors.append(exc)
+    for writer in writers:
+        # A writer that fails to finish (the video's last write hits a full disk) ends the run
+        # for the writers after it too: the manifest must not say "finished", and the resume
+        # state must be kept.
+        try:
+            writer.close(error if error is not None else (close_errors[0] if close_errors else None))
         except BaseException as exc:  # noqa: BLE001 - even a 2nd Ctrl-C: close the rest first
             close_errors.append(exc)
     if error is not None:

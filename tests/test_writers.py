@@ -260,6 +260,23 @@ def test_write_stream_closes_others_when_a_writer_raises():
     assert released == [True]  # the generator was closed, not left suspended
 
 
+def test_a_writer_failing_to_finish_is_the_end_the_later_writers_record(tmp_path):
+    """The video's last write fails as it closes (disk full) after a normal end: the manifest
+    closed after it says "failed", not "finished", so the run can still be resumed."""
+    class FailsToFinish(ListWriter):
+        def close(self, error: BaseException | None = None) -> None:
+            super().close(error)
+            raise OutputError("cannot write the video v.mp4 (No space left on device)")
+
+    video, spy = FailsToFinish(), ListWriter()
+    manifest = ManifestWriter(tmp_path / "run.json", {})
+    with pytest.raises(OutputError, match="No space left"):
+        write_stream((flat_frame(i, 0) for i in range(3)), [video, spy, manifest])
+    assert video.closed_with == [None] and isinstance(spy.closed_with[0], OutputError)
+    final = json.loads((tmp_path / "run.json").read_text())
+    assert final["status"] == "failed" and "No space left" in final["reason"]
+
+
 # --- output path errors ------------------------------------------------------------------
 
 
