@@ -61,10 +61,12 @@ class PreviewWindow:
         self.seen = 0
         self.shown = 0  # frames displayed (a slow window skips frames)
         self.closed = False
-        self._photo = None
+        # Until the first frame, a blank image: a Label without one counts width and height in
+        # characters, and the window would open thousands of pixels wide.
+        self._photo = tk.PhotoImage(width=DISPLAY_SIZE, height=DISPLAY_SIZE)
         root.title(title)
         root.configure(background="#111")
-        self.image = tk.Label(root, background="#000", width=DISPLAY_SIZE, height=DISPLAY_SIZE)
+        self.image = tk.Label(root, background="#000", image=self._photo)
         self.image.pack(padx=8, pady=8)
         self.info = tk.Label(root, text="starting", anchor="w", justify="left",
                              background="#111", foreground="#ddd")

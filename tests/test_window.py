@@ -12,6 +12,7 @@ from conftest import tiny_pipeline
 
 from longvid.live import LiveSession, LiveTimeline
 from longvid.timeline import single
+from longvid.window import DISPLAY_SIZE
 
 tkinter = pytest.importorskip("tkinter", reason="Python was built without Tk")
 
@@ -51,7 +52,11 @@ def test_window_shows_frames_takes_a_prompt_and_stops(display):
             frames.append(frame)
         return len(frames)
 
+    sizes = []
+
     def drive(window):  # runs on the Tk thread at every refresh, like a person at the window
+        if not sizes:  # before the first frame: the window's own size, not thousands of pixels
+            sizes.append((window.image.winfo_reqwidth(), window.image.winfo_reqheight()))
         if window.shown >= 1 and not steps:
             window.entry.insert(0, "a blue square")
             window.send_button.invoke()
@@ -62,6 +67,7 @@ def test_window_shows_frames_takes_a_prompt_and_stops(display):
             window.stop_button.invoke()
 
     count = run_in_window(session, work, on_window=drive)
+    assert all(DISPLAY_SIZE <= side < 2 * DISPLAY_SIZE for side in sizes[0]), sizes
     assert steps[0].startswith("prompt from frame 9") and steps[1] == "seen"
     assert count == len(frames) == session.stopped_at < session.total
     assert [e["action"] for e in session.events] == ["pause", "prompt", "resume", "stop"]
