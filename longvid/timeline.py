@@ -231,6 +231,13 @@ def _check_seconds(value: Any, where: str) -> float:
     return seconds
 
 
+def _check_frames(seconds: float, fps: int, where: str) -> None:
+    """A video of at least one frame at `fps`."""
+    if _pixel_frames(seconds, fps) < 1:
+        raise TimelineError(f"{where}: video length {seconds:g} s is under one frame at {fps} fps; "
+                            f"give at least {1 / fps:g} s")
+
+
 def _check_prompts(
     prompts: Sequence[Prompt], seconds: float, fps: int, temporal_factor: int, where: str,
     labels: Sequence[str],
@@ -241,6 +248,7 @@ def _check_prompts(
         raise TimelineError(f"{where}: no prompts; give at least one")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         raise TimelineError(f"{where}: video length must be > 0 seconds, got {short_repr(seconds)}")
+    _check_frames(seconds, fps, where)
     num_frames = latent_frames_for(seconds, fps, temporal_factor)
     first = prompts[0]
     if first.start_seconds != 0 or first.start_frame != 0:
@@ -293,6 +301,7 @@ def single(text: str, seconds: float, fps: int, temporal_factor: int) -> Timelin
     """A timeline of one prompt for the whole video."""
     _check_grid(fps, temporal_factor)
     length = _check_seconds(seconds, "--seconds")
+    _check_frames(length, fps, "--seconds")
     prompt = _check_text(text, "prompt")
     return Timeline((Prompt(prompt, 0.0, 0),), length, fps, temporal_factor)
 

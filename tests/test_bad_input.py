@@ -111,6 +111,7 @@ CONFIGS = {
     "resolution not divisible": (["--set", "video.height=100"],
                                  ["video.height=100 must be divisible by 16", "nearest valid: 96"]),
     "seconds zero": (["--seconds", "0"], ["must be > 0 seconds"]),
+    "seconds under one frame": (["--seconds", "1e-9"], ["under one frame at 16 fps", "give at least 0.0625 s"]),
     "seconds negative": (["--seconds", "-5"], ["negative"]),
     "seconds absurd": (["--seconds", "1e9"], ["over 86400 s", "give the length in seconds"]),
     "seconds not finite": (["--seconds", "inf"], ["finite"]),
