@@ -12,7 +12,9 @@ Report (a JSON-ready dict, see `evaluate`):
   grace period of GRACE_SECONDS after each switch (grace frames are reported apart);
 - switches: latency (frames until the changed attributes hold for LATENCY_HOLD_SECONDS) and
   continuity (the object's jump across the switch over its ordinary step; a teleport is large).
-  Motion latency includes the motion detector's own lag, about half of MOTION_WINDOW_SECONDS;
+  Motion latency includes the motion detector's own lag, about half of MOTION_WINDOW_SECONDS.
+  A switch never read is "missed", unless it could not have been ("unmeasured": its prompt names
+  nothing the detector reads, or its segment is shorter than GRACE_SECONDS plus the hold);
 - freeze: runs of (almost) identical frames while the prompt asks for motion;
 - drift: ten equal chunks, LV-Bench's VDE = sum_{i>=2} (N - i + 1) |m_i - m_1| / m_1 of the
   adherence, Laplacian-variance sharpness, edge sharpness and saturation; first vs last 10 s;
@@ -653,7 +655,8 @@ def evaluate(
         "latency": {
             "mean_frames": float(np.mean(latencies)) if latencies else None,
             "mean_seconds": float(np.mean(latencies)) / fps if latencies else None,
-            "missed": sum(s["latency_frames"] is None for s in switches),
+            "missed": sum(s["latency_frames"] is None and not s["unmeasured"] for s in switches),
+            "unmeasured": sum(s["unmeasured"] for s in switches),
         },
         "continuity": {
             "max_ratio": max(ratios) if ratios else None,
@@ -691,6 +694,9 @@ def _switch_report(i, prompts, attributes, bounds, match, steps, hold, window, f
         per_attribute[a] = first
     if changed and all(v is not None for v in per_attribute.values()):
         latency = max(per_attribute.values())  # type: ignore[type-var]
+    # Not read, and could not have been: the new prompt names nothing the detector reads, or its
+    # segment ends before a motion window refills and the change holds. Not a missed switch.
+    unmeasured = latency is None and (not changed or end - start < round(GRACE_SECONDS * fps) + hold)
     # Continuity: the largest step at the switch against the ordinary step on either side.
     lengths = np.linalg.norm(steps, axis=2)  # (F, T)
     around = lengths[start:min(end, start + CONTINUITY_SEARCH_STEPS)]
@@ -705,7 +711,7 @@ def _switch_report(i, prompts, attributes, bounds, match, steps, hold, window, f
     return {
         "frame": start, "prompt": prompts[i][1], "changed": changed,
         "latency_frames": latency, "latency_seconds": latency / fps if latency is not None else None,
-        "latency_per_attribute": per_attribute,
+        "latency_per_attribute": per_attribute, "unmeasured": unmeasured,
         "jump_px": jump, "ordinary_step_px": ordinary_step if ordinary else None,
         "continuity_ratio": ratio, "teleport": teleport,
     }
@@ -811,7 +817,9 @@ def format_report(report: dict) -> str:
                          f"{_fmt(s['continuity_ratio'], 1):>5}  {_fmt(s['teleport']):>8}  {','.join(s['changed'])}")
         lat, cont = report["latency"], report["continuity"]
         lines.append(f"  mean latency {_fmt(lat['mean_frames'], 1)} frames ({_fmt(lat['mean_seconds'], 2)} s), "
-                     f"missed {lat['missed']}; continuity max ratio {_fmt(cont['max_ratio'], 1)}, "
+                     f"missed {lat['missed']}"
+                     + (f" (+{lat['unmeasured']} too short or unreadable to measure)" if lat["unmeasured"] else "")
+                     + f"; continuity max ratio {_fmt(cont['max_ratio'], 1)}, "
                      f"teleports {cont['teleports']}")
     freeze = report["motion"]["freeze"]
     lines += ["", f"freeze: {_fmt(freeze['frozen'])} (frozen share {_fmt(freeze['frozen_share'])}, "

@@ -81,7 +81,7 @@ def summarise(reports: list[dict]) -> dict:
         "latency_mean_s": mean(latencies),
         "latency_max_s": max((x for x in latencies if x is not None), default=None),
         "switches": len(latencies),
-        "switches_missed": sum(x is None for x in latencies),
+        "switches_missed": sum(r["latency"]["missed"] for r in reports),
         "continuity_mean_ratio": mean(s["continuity_ratio"] for r in reports for s in r["switches"]),
         "teleports": sum(r["continuity"]["teleports"] for r in reports),
         "frozen_share": mean(r["motion"]["freeze"]["frozen_share"] for r in reports),

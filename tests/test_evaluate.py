@@ -191,6 +191,22 @@ def teleported_clip(teleport: bool) -> tuple[np.ndarray, list[tuple[int, str]]]:
     return frames, [(0, caption(first, rng)), (switch, caption(second, rng))]
 
 
+def test_a_switch_that_cannot_be_read_is_unmeasured_not_missed() -> None:
+    right, left = SceneSpec(motion="right"), SceneSpec(motion="left")
+    too_late = two_segment_clip(right, left, switch=FRAMES - 3)  # 3 frames: no motion can be read
+    unreadable = (too_late[0], [(0, too_late[1][0][1]), (FRAMES // 2, "a cinematic shot, 4k")])
+    for frames, prompts in (too_late, unreadable):
+        report = evaluate(frames, prompts)
+        assert report["switches"][0]["latency_frames"] is None and report["switches"][0]["unmeasured"]
+        assert (report["latency"]["missed"], report["latency"]["unmeasured"]) == (0, 1)
+    frozen = two_segment_clip(right, left)[0]
+    frozen[FRAMES // 2:] = frozen[FRAMES // 2 - 1]  # the new motion never comes: a real miss
+    report = evaluate(frozen, two_segment_clip(right, left)[1])
+    assert not report["switches"][0]["unmeasured"]
+    assert (report["latency"]["missed"], report["latency"]["unmeasured"]) == (1, 0)
+    assert "missed 1;" in format_report(report)
+
+
 def test_teleport_at_a_switch_is_caught() -> None:
     good = evaluate(*teleported_clip(teleport=False))
     bad = evaluate(*teleported_clip(teleport=True))
