@@ -22,6 +22,7 @@ import torch
 import typer
 from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn,
 )
@@ -625,6 +626,9 @@ def bench(
 # --- models ----------------------------------------------------------------------------------
 
 
+MODELS_TABLE_MIN_WIDTH = 100  # columns for `longvid models` to show descriptions in a column
+
+
 def _weights_summary(status: dict[str, str]) -> str:
     missing = [part for part, state in status.items() if state == "missing"]
     if missing:
@@ -638,27 +642,36 @@ def _weights_summary(status: dict[str, str]) -> str:
 def models(weights: WeightsOption = None) -> None:
     """List the known configs: description, video size, and whether their weight files are
     present (under --weights DIR, if given). Use a name with `longvid generate --config NAME`."""
-    table = Table(caption=f"configs in {config_dir()}; * = default", box=box.SIMPLE_HEAD)
-    table.add_column("config", no_wrap=True, style="bold")
-    table.add_column("video", no_wrap=True)
-    table.add_column("weights")
-    table.add_column("description", ratio=1)
+    rows = []
     for name in available_configs():
         label = name + (" *" if name == DEFAULT_CONFIG else "")
         try:
             cfg = _load_config(name, None, weights)
+            v = cfg.video
+            video, description = f"{v.width}x{v.height} @ {v.fps} fps", cfg.description
+            status = _weights_summary(weights_status(cfg))
         except LongvidError as error:
-            table.add_row(label, "", Text("invalid", style="red"), Text(str(error)))
-            continue
-        v = cfg.video
-        status = _weights_summary(weights_status(cfg))
-        style = "red" if status.startswith("missing") else "green"
-        table.add_row(label, f"{v.width}x{v.height} @ {v.fps} fps", Text(status, style=style),
-                      Text(cfg.description))
-    if not table.rows:
+            video, description, status = "", str(error), "invalid"
+        ok = status in ("present", "none (random init)")
+        rows.append((label, video, Text(status, style="green" if ok else "red"), description))
+    if not rows:
         typer.echo(f"no configs found in {config_dir()}")
         return
-    Console().print(table)
+    console, caption = Console(), f"configs in {config_dir()}; * = default"
+    if console.width < MODELS_TABLE_MIN_WIDTH:  # narrow: each description under its config
+        for label, video, status, description in rows:
+            console.print(Text.assemble((label, "bold"), "  ", video, "  weights ", status))
+            console.print(Padding(Text(description, style="dim"), (0, 0, 1, 4)))
+        console.print(Text(caption, style="dim"))
+        return
+    table = Table(caption=caption, box=box.SIMPLE_HEAD)
+    table.add_column("config", no_wrap=True, style="bold")
+    table.add_column("video", no_wrap=True)
+    table.add_column("weights", ratio=1)
+    table.add_column("description", ratio=2)
+    for label, video, status, description in rows:
+        table.add_row(label, video, status, Text(description))
+    console.print(table)
 
 
 # --- convert ---------------------------------------------------------------------------------

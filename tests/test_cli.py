@@ -222,10 +222,21 @@ def test_ctrl_c_keeps_frames_and_exits_130(tiny, tmp_path, monkeypatch):
 # --- models, version, help ---------------------------------------------------------------------
 
 
-def test_models_lists_configs():
+@pytest.mark.parametrize("columns", [80, 140])
+def test_models_lists_configs(monkeypatch, columns):
+    """A table on a wide terminal; on a narrow one each description goes under its config's
+    line instead of being squeezed into a column a few letters wide."""
+    monkeypatch.setenv("COLUMNS", str(columns))
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line.rstrip()) <= columns for line in lines)
     assert "longvid-shapes" in result.stdout and "128x128" in result.stdout
+    if columns < 100:
+        row = next(i for i, line in enumerate(lines) if line.startswith("longvid-shapes-labels *"))
+        assert "weights present" in lines[row] and "built-in shapes-world model" in lines[row + 1]
+    else:
+        assert "description" in lines[1] and "built-in shapes-world" in result.stdout
 
 
 def test_version():
