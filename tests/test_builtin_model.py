@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
@@ -63,15 +64,18 @@ def test_the_default_model_draws_a_square_when_asked(tmp_path, monkeypatch):
     assert adherence["colour"] >= 0.8 and adherence["background"] >= 0.95, adherence
 
 
-def test_the_candidate_circling_decoder_keeps_the_default_latent_space():
-    """`autoencoder-circling.safetensors` (docs/builtin-model.md, "Session 21") is only a retuned
-    decoder: the default generator's latents mean the same to it only while its encoder and latent
-    statistics are the default autoencoder's, byte for byte."""
+@pytest.mark.parametrize("default_file, candidate_file", [
+    ("autoencoder", "autoencoder-circling"), ("autoencoder-labels", "autoencoder-labels-wholeframe")])
+def test_a_candidate_decoder_keeps_its_model_s_latent_space(default_file, candidate_file):
+    """The candidate decoders (`autoencoder-circling`, docs/builtin-model.md "Session 21";
+    `autoencoder-labels-wholeframe`, docs/training.md "Session 37") are only retuned decoders: a
+    generator's latents mean the same to them only while their encoder and latent statistics are
+    their model's autoencoder's, byte for byte."""
     from longvid.loading import load_autoencoder
 
     shapes = Path(__file__).resolve().parents[1] / "longvid" / "weights" / "shapes"
-    default = load_autoencoder(shapes / "autoencoder.safetensors")
-    candidate = load_autoencoder(shapes / "autoencoder-circling.safetensors")
+    default = load_autoencoder(shapes / f"{default_file}.safetensors")
+    candidate = load_autoencoder(shapes / f"{candidate_file}.safetensors")
     assert torch.equal(default.latents_mean, candidate.latents_mean)
     assert torch.equal(default.latents_std, candidate.latents_std)
     for (name, a), (_, b) in zip(default.encoder.state_dict().items(), candidate.encoder.state_dict().items()):
