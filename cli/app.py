@@ -30,8 +30,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from cli.live import DEFAULT_VIEW_FPS, LiveOptions, LiveRun
-from longvid.api import DEFAULT_CONFIG, load_pipeline, make_timeline, weights_status
-from longvid.config import available_configs, config_dir, config_to_dict, load_config
+from longvid.config import DEFAULT_CONFIG, available_configs, config_dir, config_to_dict, load_config, weights_status
 from longvid import signals
 from longvid.errors import LongvidError, OutputError, ResumeError, TimelineError, WeightsError
 from longvid.evaluate import evaluate_video, format_report
@@ -254,6 +253,8 @@ def _jsonl_options(timeline: Optional[Path], line: Optional[int],
 
 def _load(config, random_weights: bool):
     """load_pipeline, showing its warnings (random weights) as visible `warning:` lines."""
+    from longvid.api import load_pipeline  # torch and diffusers: only the commands that generate
+
     missing = [part for part, state in weights_status(config).items() if state == "missing"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -435,6 +436,8 @@ def generate(
                 outputs = Outputs(point.video, point.manifest_path, point.png_dir)
                 random_weights = point.random_weights
             else:
+                from longvid.api import make_timeline
+
                 cfg = _load_config(config, overrides, weights)
                 tl = make_timeline(cfg, prompt, timeline, seconds,
                                    **_jsonl_options(timeline, line, switch_frames))

@@ -1,7 +1,22 @@
-"""longvid: stream long AI-generated video, chunk by chunk, while the prompt changes."""
+"""longvid: stream long AI-generated video, chunk by chunk, while the prompt changes.
 
-from .api import DEFAULT_CONFIG, load_pipeline, make_timeline, stream
+The streaming API (`stream`, `load_pipeline`, `make_timeline`) is imported on first use: it brings
+in torch and diffusers, which take seconds, and the light modules (config, evaluate, timeline,
+writers) should not wait for them.
+"""
+
+from .config import DEFAULT_CONFIG
 from .frames import Frame
 
 __all__ = ["DEFAULT_CONFIG", "Frame", "load_pipeline", "make_timeline", "stream"]
 __version__ = "0.1.0"
+
+_API = ("load_pipeline", "make_timeline", "stream")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'longvid' has no attribute {name!r}")

