@@ -655,8 +655,8 @@ def models(weights: WeightsOption = None) -> None:
             status = _weights_summary(weights_status(cfg))
         except LongvidError as error:
             video, description, status = "", str(error), "invalid"
-        ok = status in ("present", "none (random init)")
-        rows.append((label, video, Text(status, style="green" if ok else "red"), description))
+        bad = status == "invalid" or status.startswith("missing")
+        rows.append((label, video, Text(status, style="red" if bad else "green"), description))
     if not rows:
         typer.echo(f"no configs found in {config_dir()}")
         return

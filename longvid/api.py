@@ -18,7 +18,6 @@ import torch
 
 from . import loading
 from .config import DEFAULT_CONFIG, Config, RuntimeConfig, load_config, validate, weight_path
-from .config import weights_status  # noqa: F401 - part of this module's API (it moved to config)
 from .errors import ConfigError
 from .frames import Frame
 from .lora import attach_lora, lora_scale, merge_lora

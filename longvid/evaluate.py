@@ -165,9 +165,10 @@ def evaluate_video(path: str | Path, timeline_file: str | Path, block_frames: in
                              seconds=len(frames) / round(fps), **timeline_options)
     # The stream's first block decodes to temporal_factor - 1 frames fewer (its first latent frame
     # is one pixel frame), so every later block boundary sits that much earlier.
-    first_block = block_frames - (temporal_factor - 1) if block_frames is not None else None
-    report = evaluate(frames, timeline_prompts(timeline), round(fps), block_frames,
-                      first_block if first_block is not None and first_block >= 1 else None)
+    first_block = None
+    if block_frames is not None and block_frames >= temporal_factor:
+        first_block = block_frames - (temporal_factor - 1)
+    report = evaluate(frames, timeline_prompts(timeline), round(fps), block_frames, first_block)
     report["video"], report["timeline"] = str(path), str(timeline_file)
     return report
 
@@ -586,9 +587,10 @@ def evaluate(
     starts = np.array([f for f, _ in prompts])
     active = np.searchsorted(starts, np.arange(num_frames), side="right") - 1  # (F,), -1 before any
     window = max(2, round(MOTION_WINDOW_SECONDS * fps))
+    grace_frames = round(GRACE_SECONDS * fps)
     grace = np.zeros(num_frames, bool)
     for s in starts[1:]:
-        grace[s:s + round(GRACE_SECONDS * fps)] = True
+        grace[s:s + grace_frames] = True
 
     # 3. tracks and motion labels.
     tracks = _link_tracks(detections)
@@ -632,7 +634,8 @@ def evaluate(
         })
     hold = max(1, round(LATENCY_HOLD_SECONDS * fps))
     switches = [
-        _switch_report(i, prompts, attributes, bounds, match, steps, hold, window, fps, frame_size)
+        _switch_report(i, prompts, attributes, bounds, match, steps, hold, grace_frames + hold, window, fps,
+                       frame_size)
         for i in range(1, len(prompts))
     ]
 
@@ -682,8 +685,10 @@ def _segment_speed(steps: np.ndarray, span: np.ndarray, fps: float, frame_size: 
     return float(np.median(lengths)) * fps / frame_size if len(lengths) else None
 
 
-def _switch_report(i, prompts, attributes, bounds, match, steps, hold, window, fps, frame_size) -> dict:
-    """Latency and continuity of switch i (prompt i - 1 -> prompt i)."""
+def _switch_report(i, prompts, attributes, bounds, match, steps, hold, measurable, window, fps,
+                   frame_size) -> dict:
+    """Latency and continuity of switch i (prompt i - 1 -> prompt i). A segment shorter than
+    `measurable` frames may end before its change can be read."""
     start, end = int(bounds[i]), int(bounds[i + 1])
     old, new = attributes[i - 1].named(), attributes[i].named()
     changed = [a for a in new if old.get(a) != new[a]] or list(new)
@@ -696,7 +701,7 @@ def _switch_report(i, prompts, attributes, bounds, match, steps, hold, window, f
         latency = max(per_attribute.values())  # type: ignore[type-var]
     # Not read, and could not have been: the new prompt names nothing the detector reads, or its
     # segment ends before a motion window refills and the change holds. Not a missed switch.
-    unmeasured = latency is None and (not changed or end - start < round(GRACE_SECONDS * fps) + hold)
+    unmeasured = latency is None and (not changed or end - start < measurable)
     # Continuity: the largest step at the switch against the ordinary step on either side.
     lengths = np.linalg.norm(steps, axis=2)  # (F, T)
     around = lengths[start:min(end, start + CONTINUITY_SEARCH_STEPS)]

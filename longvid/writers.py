@@ -96,14 +96,16 @@ def write_stream(frames: Iterable[Frame], writers: Sequence[Writer]) -> int:
             iterator.close()  # let the generator release what it holds
         except BaseException as exc:  # noqa: BLE001 - even a 2nd Ctrl-C: close the writers first
             close_errors.append(exc)
+    # A writer that fails to finish (the video's last write hits a full disk) ends the run for
+    # the writers after it too: the manifest must not say "finished", and the resume state must
+    # be kept.
+    failure = error
     for writer in writers:
-        # A writer that fails to finish (the video's last write hits a full disk) ends the run
-        # for the writers after it too: the manifest must not say "finished", and the resume
-        # state must be kept.
         try:
-            writer.close(error if error is not None else (close_errors[0] if close_errors else None))
+            writer.close(failure)
         except BaseException as exc:  # noqa: BLE001 - even a 2nd Ctrl-C: close the rest first
             close_errors.append(exc)
+            failure = failure if failure is not None else exc
     if error is not None:
         for exc in close_errors:
             _add_note(error, f"while closing after this error, another failed: {exc!r}")
