@@ -87,6 +87,16 @@ MIN_STRAIGHT_SHARE = 0.4
 AXIS_MAX_MINOR_RATIO = 0.25  # tan(14 deg); world bounces keep the minor component >= tan(25 deg)
 AXIS_MIN_CONSISTENCY = 0.5  # |median| / median |.| of the major component: one direction, not both
 CHORD_STEPS = 2  # headings are read over two steps (see `classify_motion`)
+# A video codec that packs four frames into one latent frame (Wan's VAE and the built-in one) draws
+# an orbit as a polygon with one side per latent frame: no turn inside a side, a latent frame's
+# whole turn at its corner. Chords of ORBIT_CHORD_STEPS steps cross exactly one corner from every
+# start, so they turn steadily along such a polygon, where two-step chords see turns of 0 and 15
+# degrees in turn (read as bouncing before this second reading).
+ORBIT_CHORD_STEPS = 4
+ORBIT_MIN_REACH = 0.8  # least chord length over ORBIT_CHORD_STEPS typical steps (see classify_motion)
+# Four-step chords also bend steadily through a reflection, so they count only away from the walls:
+# a world object reflects with its box at most ~0.065 frame sizes from the frame's edge.
+REFLECTION_EDGE_FRACTION = 0.07
 HEADING_MIN_STEP = 0.25  # of the median step: shorter steps have no reliable heading
 
 # --- switches, freeze, drift, flicker ------------------------------------------------------------
@@ -431,9 +441,37 @@ def _wrap_angle(a: np.ndarray) -> np.ndarray:
     return (a + np.pi) % (2.0 * np.pi) - np.pi
 
 
-def classify_motion(steps: np.ndarray, fps: float, frame_size: float) -> str | None:
+def _chords(steps: np.ndarray, chord_steps: int, typical: float) -> np.ndarray:
+    """Chords (m, 2) spanning `chord_steps` steps; those with a NaN step, or too short for a
+    reliable heading, are left out."""
+    chords = sum(steps[i:len(steps) - chord_steps + 1 + i] for i in range(chord_steps))
+    chords = chords[~np.isnan(chords).any(axis=1)]
+    return chords[np.linalg.norm(chords, axis=1) >= HEADING_MIN_STEP * chord_steps * typical]
+
+
+def _turns(chords: np.ndarray) -> np.ndarray:
+    """Turns (radians) between the headings of successive chords."""
+    return _wrap_angle(np.diff(np.arctan2(chords[:, 1], chords[:, 0])))
+
+
+def _turns_steadily(turns: np.ndarray, fps: float, max_spread: float | None) -> bool:
+    """Whether `turns` turn at an orbit's rate: most share the sense and reach half the minimum
+    rate (a reflection bends only the few chords around it), and, if `max_spread` is given, they
+    agree in size."""
+    if len(turns) < 2:
+        return False
+    turn = float(np.median(turns))
+    steady = (np.sign(turns) == np.sign(turn)) & (np.abs(turns) * fps >= CIRCLE_MIN_TURN_RATE / 2)
+    spread = float(np.median(np.abs(turns - turn)))
+    return (CIRCLE_MIN_TURN_RATE <= abs(turn) * fps <= CIRCLE_MAX_TURN_RATE
+            and np.mean(steady) >= CIRCLE_MIN_CONSISTENCY
+            and (max_spread is None or spread <= max_spread * abs(turn)))
+
+
+def classify_motion(steps: np.ndarray, fps: float, frame_size: float, at_wall: bool = False) -> str | None:
     """Motion of one track over a window of steps (n, 2) px/frame (NaN = unusable): one of the
-    world's motions, or None when it fits none (or too few steps are usable)."""
+    world's motions, or None when it fits none (or too few steps are usable). `at_wall`: the
+    object came near the frame's edge in the window, where a path can reflect."""
     usable = steps[~np.isnan(steps).any(axis=1)]
     usable = usable[np.linalg.norm(usable, axis=1) <= JUMP_FRACTION * frame_size]
     if len(usable) < max(2, MIN_VALID_STEPS * len(steps)):
@@ -444,41 +482,52 @@ def classify_motion(steps: np.ndarray, fps: float, frame_size: float) -> str | N
         return "still"
     # Headings of chords spanning CHORD_STEPS steps: pixel-grid jitter of the centroid, which
     # alternates step to step, cancels; a reflection spreads over CHORD_STEPS turns only.
-    chords = sum(steps[i:len(steps) - CHORD_STEPS + 1 + i] for i in range(CHORD_STEPS))
-    chords = chords[~np.isnan(chords).any(axis=1)]
-    chords = chords[np.linalg.norm(chords, axis=1) >= HEADING_MIN_STEP * CHORD_STEPS * typical]
-    turns = _wrap_angle(np.diff(np.arctan2(chords[:, 1], chords[:, 0])))
-    if len(turns) >= 2:
-        turn = float(np.median(turns))
-        # Circling turns steadily: most turns share the sense and reach half the minimum rate (a
-        # reflection bends only the CHORD_STEPS + 1 turns around it), and they agree in size.
-        steady = (np.sign(turns) == np.sign(turn)) & (np.abs(turns) * fps >= CIRCLE_MIN_TURN_RATE / 2)
-        spread = float(np.median(np.abs(turns - turn)))
-        if (CIRCLE_MIN_TURN_RATE <= abs(turn) * fps <= CIRCLE_MAX_TURN_RATE
-                and np.mean(steady) >= CIRCLE_MIN_CONSISTENCY and spread <= CIRCLE_MAX_SPREAD * abs(turn)):
-            return "circling"
-        # Straight paths (between reflections) keep their heading; jitter turns all the time.
-        if np.mean(np.abs(turns) * fps <= STRAIGHT_TURN_RATE) < MIN_STRAIGHT_SHARE:
-            return None
+    # Circling turns steadily, and its turns agree in size.
+    turns = _turns(_chords(steps, CHORD_STEPS, typical))
+    if _turns_steadily(turns, fps, CIRCLE_MAX_SPREAD):
+        return "circling"
+    # An orbit drawn as a polygon, one side per latent frame (see ORBIT_CHORD_STEPS). It is never
+    # an axis motion (its heading sweeps 60 degrees in a 0.5 s window), so it replaces only the
+    # readings "bouncing" and None. Every chord runs nearly as far as the steps it spans (an
+    # orbit's four steps turn 30 degrees: 0.97 of them); a random walk's do not.
+    long_chords = _chords(steps, ORBIT_CHORD_STEPS, typical)
+    reach = np.linalg.norm(long_chords, axis=1) / (ORBIT_CHORD_STEPS * typical)
+    polygon_orbit = (not at_wall and len(long_chords) >= 2 and reach.min() >= ORBIT_MIN_REACH
+                     and _turns_steadily(_turns(long_chords), fps, None))
+    # Straight paths (between reflections) keep their heading; jitter turns all the time.
+    if len(turns) >= 2 and np.mean(np.abs(turns) * fps <= STRAIGHT_TURN_RATE) < MIN_STRAIGHT_SHARE:
+        return "circling" if polygon_orbit else None
     magnitude = np.median(np.abs(usable), axis=0)  # (2,)
     major = int(np.argmax(magnitude))
     if magnitude[1 - major] > AXIS_MAX_MINOR_RATIO * magnitude[major]:
-        return "bouncing"
+        return "circling" if polygon_orbit else "bouncing"
     direction = float(np.median(usable[:, major]))
     if abs(direction) < AXIS_MIN_CONSISTENCY * magnitude[major]:
-        return None
+        return "circling" if polygon_orbit else None
     sign = 1.0 if direction > 0 else -1.0
     return next(name for name, v in AXIS_MOTIONS.items() if v[major] == sign)
 
 
-def _motion_labels(steps: np.ndarray, window: int, fps: float, frame_size: float) -> list[tuple[str | None, ...]]:
-    """Per frame, the motion label of each track over the trailing `window` steps ending there."""
+def _near_walls(tracks: Tracks, height: int, width: int) -> np.ndarray:
+    """(F, T) bool: the object's box is within REFLECTION_EDGE_FRACTION of the frame's edge."""
+    edge = REFLECTION_EDGE_FRACTION * min(height, width)
+    x0, y0, x1, y1 = np.moveaxis(tracks.boxes, -1, 0)
+    with np.errstate(invalid="ignore"):
+        return (x0 <= edge) | (y0 <= edge) | (x1 >= width - edge) | (y1 >= height - edge)
+
+
+def _motion_labels(steps: np.ndarray, near_walls: np.ndarray, window: int, fps: float,
+                   frame_size: float) -> list[tuple[str | None, ...]]:
+    """Per frame, the motion label of each track over the trailing `window` steps ending there
+    (`near_walls` (F, T): where the track's object is near the frame's edge)."""
     frames, n_tracks = steps.shape[:2]
     labels = []
     for f in range(frames):
         end = min(max(f, window), frames - 1)
         start = max(1, end - window + 1)
-        labels.append(tuple(classify_motion(steps[start:end + 1, t], fps, frame_size) for t in range(n_tracks)))
+        at_wall = near_walls[start - 1:end + 1].any(axis=0)  # the positions the steps join
+        labels.append(tuple(classify_motion(steps[start:end + 1, t], fps, frame_size, bool(at_wall[t]))
+                            for t in range(n_tracks)))
     return labels
 
 
@@ -595,7 +644,7 @@ def evaluate(
     # 3. tracks and motion labels.
     tracks = _link_tracks(detections)
     steps = _steps(tracks, height, width)
-    motion = _motion_labels(steps, window, fps, frame_size)
+    motion = _motion_labels(steps, _near_walls(tracks, height, width), window, fps, frame_size)
 
     # 4. per-frame matches: match[a], judged[a] (F,) bool.
     match = {a: np.zeros(num_frames, bool) for a in ATTRIBUTES}

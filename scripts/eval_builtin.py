@@ -44,10 +44,27 @@ def run_one(timeline: Path, seed: int, mode: str, out_dir: Path, config: str) ->
     longvid("generate", "--timeline", str(timeline), "--seed", str(seed), "--out", str(video),
             "--config", config, "--set", f"switch.mode={mode}", "--overwrite", "--quiet")
     manifest = json.loads(video.with_suffix(".json").read_text())
-    report = json.loads(longvid("eval", str(video), "--timeline", str(timeline), "--json", "--config", config))
+    report = evaluate_one(video, timeline, config)
     report["end_to_end_fps"] = manifest["timings"]["frames"] / manifest["elapsed_seconds"]
     report["run"] = {"timeline": str(timeline.relative_to(REPO)), "seed": seed, "mode": mode}
     return report
+
+
+def evaluate_one(video: Path, timeline: Path, config: str) -> dict:
+    return json.loads(longvid("eval", str(video), "--timeline", str(timeline), "--json", "--config", config))
+
+
+def reevaluate(reports: list[dict], out_dir: Path, config: str) -> list[dict]:
+    """`longvid eval` once more on each report's video (after a change to the evaluator), keeping
+    the generation's own figures (end-to-end speed) and run description."""
+    fresh = []
+    for old in reports:
+        run = old["run"]
+        video = out_dir / f"{Path(run['timeline']).stem}-s{run['seed']}-{run['mode']}.mp4"
+        report = evaluate_one(video, REPO / run["timeline"], config)
+        fresh.append({**report, "end_to_end_fps": old["end_to_end_fps"], "run": run})
+        print(f"re-evaluated {video.name}", flush=True)
+    return fresh
 
 
 def mean(values) -> float | None:
@@ -164,10 +181,15 @@ def main() -> None:
                     help="also write a PNG strip (a frame every 5 s) of the first run's video here")
     ap.add_argument("--resummarise", action="store_true",
                     help="generate nothing: recompute the tables from --out's summary.json")
+    ap.add_argument("--reevaluate", action="store_true",
+                    help="generate nothing: run `longvid eval` again on --out's videos (after a change to "
+                         "the evaluator; --config as they were generated) and rewrite its summary.json")
     args = ap.parse_args()
     out_dir = Path(args.out)
-    if args.resummarise:
+    if args.resummarise or args.reevaluate:
         reports = json.loads((out_dir / "summary.json").read_text())["reports"]
+        if args.reevaluate:
+            reports = reevaluate(reports, out_dir, args.config)
         modes = list(dict.fromkeys(r["run"]["mode"] for r in reports))
         timelines = list(dict.fromkeys(r["run"]["timeline"] for r in reports))
         report_tables(reports, modes, timelines, out_dir)

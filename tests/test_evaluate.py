@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import av
 import numpy as np
@@ -18,7 +19,8 @@ from longvid.evaluate import (
 )
 from longvid.frames import Frame
 from longvid.world import (
-    BACKGROUNDS, COLOURS, FPS, SHAPES, SIZES, Scene, SceneSpec, caption, make_clip, render, sample_switching_clip,
+    BACKGROUNDS, COLOURS, FPS, SHAPES, SIZES, Scene, SceneSpec, caption, draw, make_clip, render,
+    sample_switching_clip,
 )
 
 SIZE = 128
@@ -35,6 +37,11 @@ def two_segment_clip(first: SceneSpec, second: SceneSpec, switch: int = FRAMES /
     rng = np.random.default_rng(seed)
     frames, _ = make_clip([(0, first), (switch, second)], FRAMES, seed, SIZE)
     return frames, [(0, caption(first, rng)), (switch, caption(second, rng))]
+
+
+def render_at(spec: SceneSpec, position: np.ndarray) -> np.ndarray:
+    """One frame of `spec` with its object at `position` (x, y)."""
+    return draw(np.empty((SIZE, SIZE, 3), np.uint8), spec, position[None])
 
 
 def write_mp4(path, frames: np.ndarray):
@@ -304,6 +311,43 @@ def straight(velocity: tuple[float, float], n: int = 8) -> np.ndarray:
 )
 def test_classify_motion(steps: np.ndarray, label: str | None) -> None:
     assert classify_motion(steps, fps=FPS, frame_size=SIZE) == label
+
+
+def polygon_orbit(steps_per_side: int = 4, turn_degrees: float = 30.0, n: int = 8, phase: int = 0) -> np.ndarray:
+    """Steps (n, 2) along an orbit drawn as a polygon: a side of `steps_per_side` equal steps, then
+    the whole turn at the corner, as a codec with one latent frame per four frames draws it."""
+    headings = [math.radians(turn_degrees) * ((i + phase) // steps_per_side) for i in range(n)]
+    return np.stack([[math.cos(h), math.sin(h)] for h in headings]) * 3.3
+
+
+@pytest.mark.parametrize("phase", range(4))
+def test_an_orbit_drawn_as_a_polygon_reads_circling(phase: int) -> None:
+    assert classify_motion(polygon_orbit(phase=phase), fps=FPS, frame_size=SIZE) == "circling"
+    # Reversed sense, too.
+    assert classify_motion(polygon_orbit(phase=phase) * [1, -1], fps=FPS, frame_size=SIZE) == "circling"
+
+
+def test_a_polygon_at_a_wall_is_a_reflection_not_an_orbit() -> None:
+    assert classify_motion(polygon_orbit(), fps=FPS, frame_size=SIZE, at_wall=True) == "bouncing"
+    # One reflection bends four-step chords steadily too; at a wall it stays bouncing.
+    reflection = np.concatenate([straight((1.5, -1.5), 4), straight((1.5, 1.5), 4)])
+    assert classify_motion(reflection, fps=FPS, frame_size=SIZE, at_wall=True) == "bouncing"
+
+
+def test_world_bouncing_and_polygon_orbits_on_rendered_clips() -> None:
+    """The world's own bouncing stays bouncing; its orbit drawn with one straight side per four
+    frames (the orbit's own positions every fourth frame, joined by straight lines) reads circling."""
+    spec = SceneSpec(shape="square", colour="red", background="gray", motion="circling", size="large")
+    _, truth = make_clip(spec, 80, 0, SIZE)
+    keys = truth.positions[::4, 0].astype(np.float64)  # (20, 2)
+    i = np.arange(76)
+    t = (i % 4 / 4.0)[:, None]
+    path = keys[i // 4] * (1 - t) + keys[i // 4 + 1] * t
+    frames = np.stack([render_at(spec, p) for p in path])
+    report = evaluate(frames, [(0, "a large red box circling on gray")])
+    assert report["adherence"]["motion"] >= 0.8
+    frames, _ = make_clip(replace(spec, motion="bouncing"), 160, 5, SIZE)  # reflections in mid-window
+    assert evaluate(frames, [(0, "a large red box bouncing on gray")])["adherence"]["motion"] >= 0.97
 
 
 def test_random_jitter_is_no_world_motion() -> None:
