@@ -1,6 +1,6 @@
 """The built-in models retrained from nothing: every stage in order, resumable, timed. First the
 base model (`configs/longvid-shapes.yaml`), then the default since session 35,
-`longvid-shapes-labels`, grown from it (docs/training.md, "Session 27" to "Session 34").
+`longvid-shapes-labels`, grown from it (docs/training.md, "Session 27" to "Session 37").
 
     python scripts/retrain.py                       # runs/retrain/: autoencoder -> latents -> generator -> labels
     python scripts/retrain.py --smoke --out runs/retrain-smoke   # every stage for 3 steps: the wiring
@@ -21,7 +21,7 @@ Stages (each one of the training scripts, in its own run directory under --out):
    default's last stage.
 
 Then the label model, the default since session 35 (`--with-labels`, on by default), grown from
-that base by the commands of docs/training.md "Session 27" to "Session 34", in order:
+that base by the commands of docs/training.md "Session 27" to "Session 37", in order:
 
 6. `autoencoder-shapes`, `autoencoder-shapes-squares`: the base autoencoder grown by one latent
    channel per shape (`--shape-channels`), then resumed with squares drawn over other shapes;
@@ -31,7 +31,9 @@ that base by the commands of docs/training.md "Session 27" to "Session 34", in o
    them, 1,100 + 3 x 1,500 steps;
 10. `decoder-noise-1` ... `-3`: decoder-only rounds on noisier latents (0.3, 0.5, 0.8);
 11. `decoder-tune-1` ... `-4`, `decoder-noise-4`: the decoder tuned on the generator's own blocks
-    at switches, then a decoder-only round (the committed `autoencoder-labels`).
+    at switches, then a decoder-only round (the default until session 38);
+12. `decoder-wholeframe`, `decoder-noise-5`: tuned once more on the generator's blocks, over whole
+    frames, then a last decoder-only round (the committed `autoencoder-labels`, since session 38).
 
 A stage is done when its output file exists; a stage that was interrupted resumes from its run
 directory's checkpoint (every training script checkpoints), so after a stop the same command
@@ -104,7 +106,7 @@ def stages(out: Path, threads: int, generator_steps: int, tail_steps: int, clips
 
 
 def label_stages(out: Path, threads: int, compile_model: bool) -> list[Stage]:
-    """The label model on top of `stages`' base (docs/training.md, "Session 27" to "Session 34")."""
+    """The label model on top of `stages`' base (docs/training.md, "Session 27" to "Session 37")."""
     base_ae = str(out / "autoencoder-blur" / "autoencoder.safetensors")
     base_gen = str(out / "generator-tail" / "transformer.safetensors")
     latents = out / "latents-labels"
@@ -132,10 +134,10 @@ def label_stages(out: Path, threads: int, compile_model: bool) -> list[Stage]:
                             "--seed", seed, *t, *(["--compile"] if compile_model else []),
                             "--out", str(file(name, "transformer"))], out / name / "done")
 
-    def tune(name: str, init: str, steps: str, seed: str, *argv: str) -> Stage:
+    def tune(name: str, init: str, steps: str, seed: str, *argv: str, batch: str = "8", crop: str = "8") -> Stage:
         return Stage(name, ["tune_decoder.py", "--config", str(out / "longvid-shapes-labels.yaml"), "--data", data,
                             "--autoencoder", str(file(init)), "--run", str(out / name), "--out", str(file(name)),
-                            "--steps", steps, "--batch", "8", "--crop", "8", "--lr", "1e-4", "--motion-weight", "4",
+                            "--steps", steps, "--batch", batch, "--crop", crop, "--lr", "1e-4", "--motion-weight", "4",
                             "--seed", seed, *argv, *t], file(name))
 
     return [
@@ -165,6 +167,12 @@ def label_stages(out: Path, threads: int, compile_model: bool) -> list[Stage]:
         tune("decoder-tune-4", "decoder-tune-3", "800", "3", "--switch-share", "1.0", "--background-switch-share", "0.8",
              "--halo-weight", "10"),
         noise_round("decoder-noise-4", "decoder-tune-4", "400", "100", "0.8", "0.5", "46"),
+        # session 37: tuned on whole frames (no teleport in 20 runs), then one more noise round
+        tune("decoder-wholeframe", "decoder-noise-4", "600", "70", "--switch-share", "0.5",
+             "--background-switch-share", "0.6", "--halo-weight", "10", "--generated-object-weight", "1",
+             "--true-share", "0.5", "--true-latent-noise", "0.8", "--true-latent-blur", "1.0", "--true-shape-blur",
+             "0.5", "--true-hedge-maps", "0.7", "0.25", batch="4", crop="0"),
+        noise_round("decoder-noise-5", "decoder-wholeframe", "400", "100", "0.8", "0.5", "71"),
     ]
 
 
@@ -200,7 +208,7 @@ def write_label_configs(out: Path) -> Path:
     (`labels-train.yaml`: its vae is the shape-channel autoencoder, read for its channels)."""
     cfg = yaml.safe_load(LABELS_CONFIG.read_text())
     final = out / "longvid-shapes-labels.yaml"
-    for path, vae in ((final, out / "decoder-noise-4" / "autoencoder.safetensors"),
+    for path, vae in ((final, out / "decoder-noise-5" / "autoencoder.safetensors"),
                       (out / "labels-train.yaml", out / "autoencoder-shapes-squares" / "autoencoder.safetensors")):
         cfg["weights"] = {"transformer": str((out / "generator-labels-4" / "transformer.safetensors").resolve()),
                           "vae": str(vae.resolve())}

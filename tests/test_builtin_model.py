@@ -64,13 +64,11 @@ def test_the_default_model_draws_a_square_when_asked(tmp_path, monkeypatch):
     assert adherence["colour"] >= 0.8 and adherence["background"] >= 0.95, adherence
 
 
-@pytest.mark.parametrize("default_file, candidate_file", [
-    ("autoencoder", "autoencoder-circling"), ("autoencoder-labels", "autoencoder-labels-wholeframe")])
+@pytest.mark.parametrize("default_file, candidate_file", [("autoencoder", "autoencoder-circling")])
 def test_a_candidate_decoder_keeps_its_model_s_latent_space(default_file, candidate_file):
-    """The candidate decoders (`autoencoder-circling`, docs/builtin-model.md "Session 21";
-    `autoencoder-labels-wholeframe`, docs/training.md "Session 37") are only retuned decoders: a
-    generator's latents mean the same to them only while their encoder and latent statistics are
-    their model's autoencoder's, byte for byte."""
+    """The candidate decoder (`autoencoder-circling`, docs/builtin-model.md "Session 21") is only a
+    retuned decoder: a generator's latents mean the same to it only while its encoder and latent
+    statistics are its model's autoencoder's, byte for byte."""
     from longvid.loading import load_autoencoder
 
     shapes = Path(__file__).resolve().parents[1] / "longvid" / "weights" / "shapes"
@@ -87,8 +85,9 @@ def test_a_candidate_decoder_keeps_its_model_s_latent_space(default_file, candid
 def test_the_orbit_autoencoder_draws_a_true_orbit_rounder_than_the_default():
     """`autoencoder-orbit.safetensors` (docs/training.md, "Session 22": encoder and decoder trained
     with the path loss) is the latent space for the next generator: the default draws an orbit as
-    a polygon that `longvid eval` reads as bouncing in about half the frames; this one must not
-    (measured when committed: motion 0.70 against 0.44, shape 0.94 against 0.78)."""
+    a polygon, one side per latent frame, whose turns come in a four-frame rhythm; this one turns
+    more evenly (measured in session 38: spread of the turns 0.56 against 0.85, the world 0.01).
+    Both read as circling (since session 38 `longvid eval` reads a polygon orbit as one)."""
     import numpy as np
 
     from longvid import evaluate
@@ -96,20 +95,28 @@ def test_the_orbit_autoencoder_draws_a_true_orbit_rounder_than_the_default():
     from longvid.vae import from_uint8, to_uint8
     from longvid.world import SceneSpec, make_clip
 
+    def turn_spread(frames) -> float:
+        """Median |turn - median turn| / |median turn| of two-step chords along the object's path."""
+        path = np.array([evaluate.detect_frame(f).objects[0].centroid for f in frames], np.float64)
+        chords = path[2:] - path[:-2]
+        turns = evaluate._wrap_angle(np.diff(np.arctan2(chords[:, 1], chords[:, 0])))
+        return float(np.median(np.abs(turns - np.median(turns))) / abs(np.median(turns)))
+
     shapes = Path(__file__).resolve().parents[1] / "longvid" / "weights" / "shapes"
     clip, _ = make_clip(SceneSpec(shape="square", colour="blue", background="dark green", motion="circling",
                                   size="large"), 97, np.random.default_rng(0), 128)
     prompt = [(0, "a large blue box circling on dark green")]
-    motion = {}
+    spread = {}
     for name in ("autoencoder", "autoencoder-orbit"):
         ae = load_autoencoder(shapes / f"{name}.safetensors")
         with torch.no_grad():
             frames = to_uint8(ae.decode(ae.encode(from_uint8(clip[None]))))
         report = evaluate.evaluate(frames, prompt, fps=16)
-        motion[name] = report["adherence"]["motion"]
         assert report["adherence"]["colour"] >= 0.95 and report["adherence"]["background"] >= 0.95
-    assert motion["autoencoder-orbit"] >= 0.65, motion
-    assert motion["autoencoder-orbit"] >= motion["autoencoder"] + 0.15, motion
+        assert report["adherence"]["motion"] >= 0.65, (name, report["adherence"])
+        spread[name] = turn_spread(np.asarray(frames).reshape(-1, *clip.shape[1:]))
+    assert turn_spread(clip) < 0.05
+    assert spread["autoencoder-orbit"] <= spread["autoencoder"] - 0.2, spread
 
 
 def test_the_shape_channel_autoencoder_draws_the_shape_its_channels_name():

@@ -1266,7 +1266,8 @@ def test_retrain_grows_the_label_model_from_its_own_base_and_never_from_committe
     names = [s.name for s in todo]
     assert names[5:] == ["autoencoder-shapes", "autoencoder-shapes-squares", "latents-labels", "autoencoder-labels",
                          *[f"generator-labels-{i}" for i in range(1, 5)], *[f"decoder-noise-{i}" for i in range(1, 4)],
-                         *[f"decoder-tune-{i}" for i in range(1, 5)], "decoder-noise-4"]
+                         *[f"decoder-tune-{i}" for i in range(1, 5)], "decoder-noise-4", "decoder-wholeframe",
+                         "decoder-noise-5"]
     written = {str(s.output) for s in todo} | {str(s.output.parent / "transformer.safetensors") for s in todo}
     written |= {str(tmp_path / "longvid-shapes-labels.yaml"), str(tmp_path / "labels-train.yaml")}
     for i, stage in enumerate(todo):
@@ -1285,14 +1286,18 @@ def test_retrain_grows_the_label_model_from_its_own_base_and_never_from_committe
     assert first[first.index("--init-from") + 1] == str(tmp_path / "generator-tail" / "transformer.safetensors")
     assert "--widen-latents" in first
     last = todo[-1].argv
-    assert last[last.index("--init") + 1] == str(tmp_path / "decoder-tune-4" / "autoencoder.safetensors")
-    assert "--decoder-only" in last and last[last.index("--seed") + 1] == "46"
+    assert last[last.index("--init") + 1] == str(tmp_path / "decoder-wholeframe" / "autoencoder.safetensors")
+    assert "--decoder-only" in last and last[last.index("--seed") + 1] == "71"
+    whole = todo[names.index("decoder-wholeframe")].argv
+    assert whole[whole.index("--autoencoder") + 1] == str(tmp_path / "decoder-noise-4" / "autoencoder.safetensors")
+    assert whole[whole.index("--crop") + 1] == "0" and whole[whole.index("--batch") + 1] == "4"
+    assert whole.count("--crop") == 1 and whole[whole.index("--true-hedge-maps") + 1:][:2] == ["0.7", "0.25"]
 
     cfg = load_config(write_label_configs(tmp_path))
     builtin = load_config("configs/longvid-shapes-labels.yaml")
     assert cfg.model == builtin.model and cfg.vae.latent_channels == 19
     assert cfg.weights.transformer == str((tmp_path / "generator-labels-4" / "transformer.safetensors").resolve())
-    assert cfg.weights.vae == str((tmp_path / "decoder-noise-4" / "autoencoder.safetensors").resolve())
+    assert cfg.weights.vae == str((tmp_path / "decoder-noise-5" / "autoencoder.safetensors").resolve())
     train = load_config(tmp_path / "labels-train.yaml")
     assert train.weights.vae == str((tmp_path / "autoencoder-shapes-squares" / "autoencoder.safetensors").resolve())
 
