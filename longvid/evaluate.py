@@ -25,6 +25,7 @@ Thresholds are in frame sizes (min(H, W)) and seconds, so they hold at any resol
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,20 +166,25 @@ def timeline_prompts(timeline) -> list[tuple[int, str]]:
 def evaluate_video(path: str | Path, timeline_file: str | Path, block_frames: int | None = None,
                    temporal_factor: int = 4, **timeline_options) -> dict:
     """`evaluate` a video file against a YAML / JSONL timeline file (`longvid eval`)."""
-    frames = list(read_video(path))  # checks the file first
+    frames = read_video(path)
+    first = next(frames, None)  # checks the file first
     fps = video_fps(path)
-    if not frames:
+    if first is None:
         raise LongvidError(f"{path} has no frames: check that generation or decoding produced some")
     if fps <= 0 or abs(fps - round(fps)) > 1e-3:
         raise LongvidError(f"{path} has frame rate {fps:g}: longvid eval needs a whole number of frames per second")
-    timeline = load_timeline(Path(timeline_file), fps=round(fps), temporal_factor=temporal_factor,
-                             seconds=len(frames) / round(fps), **timeline_options)
     # The stream's first block decodes to temporal_factor - 1 frames fewer (its first latent frame
     # is one pixel frame), so every later block boundary sits that much earlier.
     first_block = None
     if block_frames is not None and block_frames >= temporal_factor:
         first_block = block_frames - (temporal_factor - 1)
-    report = evaluate(frames, timeline_prompts(timeline), round(fps), block_frames, first_block)
+    _check_options(round(fps), block_frames, first_block)
+    # One pass that keeps what each frame reads as, not the frames: a long 832x480 video would
+    # not fit in memory. The timeline is checked against the length found.
+    readings = _read(itertools.chain([first], frames))
+    timeline = load_timeline(Path(timeline_file), fps=round(fps), temporal_factor=temporal_factor,
+                             seconds=len(readings.detections) / round(fps), **timeline_options)
+    report = _score(readings, timeline_prompts(timeline), round(fps), block_frames, first_block)
     report["video"], report["timeline"] = str(path), str(timeline_file)
     return report
 
@@ -519,14 +525,14 @@ def _near_walls(tracks: Tracks, height: int, width: int) -> np.ndarray:
 def _motion_labels(steps: np.ndarray, near_walls: np.ndarray, window: int, fps: float,
                    frame_size: float) -> list[tuple[str | None, ...]]:
     """Per frame, the motion label of each track over the trailing `window` steps ending there
-    (`near_walls` (F, T): where the track's object is near the frame's edge)."""
+    (fewer in the first frames; nothing after the frame is looked at). `near_walls` (F, T): where
+    the track's object is near the frame's edge."""
     frames, n_tracks = steps.shape[:2]
     labels = []
     for f in range(frames):
-        end = min(max(f, window), frames - 1)
-        start = max(1, end - window + 1)
-        at_wall = near_walls[start - 1:end + 1].any(axis=0)  # the positions the steps join
-        labels.append(tuple(classify_motion(steps[start:end + 1, t], fps, frame_size, bool(at_wall[t]))
+        start = max(1, f - window + 1)
+        at_wall = near_walls[start - 1:f + 1].any(axis=0)  # the positions the steps join
+        labels.append(tuple(classify_motion(steps[start:f + 1, t], fps, frame_size, bool(at_wall[t]))
                             for t in range(n_tracks)))
     return labels
 
@@ -603,13 +609,29 @@ def evaluate(
     the first block's, when it differs (a causal video decoder's first block is shorter).
     Returns a JSON-ready dict (see the module docstring; `format_report` prints it).
     """
+    _check_options(fps, block_frames, first_block_frames)
+    return _score(_read(frames), prompts, fps, block_frames, first_block_frames)
+
+
+def _check_options(fps: int, block_frames: int | None, first_block_frames: int | None) -> None:
     if fps <= 0:
         raise LongvidError(f"fps must be positive, got {fps}")
     for name, value in (("block_frames", block_frames), ("first_block_frames", first_block_frames)):
         if value is not None and value < 1:
             raise LongvidError(f"{name} must be at least 1, got {value}")
 
-    # 1. one pass over the stream: per-frame detections and frame differences.
+
+@dataclass
+class _Readings:
+    """What one pass over a video keeps (the frames themselves are not kept): per-frame
+    detections, the mean absolute difference from each frame to the next, the frame shape."""
+
+    detections: list[FrameDetection]
+    diffs: list[float]
+    shape: tuple[int, ...]
+
+
+def _read(frames: Iterable[np.ndarray] | np.ndarray) -> _Readings:
     detections: list[FrameDetection] = []
     diffs: list[float] = []
     previous = None
@@ -626,6 +648,14 @@ def evaluate(
         previous = image.astype(np.int16)
     if not detections:
         raise LongvidError("the video has no frames: check that generation or decoding produced some")
+    return _Readings(detections, diffs, shape)
+
+
+def _score(readings: _Readings, prompts: Sequence[tuple[int, str]], fps: int, block_frames: int | None,
+           first_block_frames: int | None) -> dict:
+    """`evaluate`'s report from one pass's readings."""
+    # 1. (done by `_read`: one pass over the stream, per-frame detections and frame differences)
+    detections, diffs, shape = readings.detections, readings.diffs, readings.shape
     num_frames = len(detections)
     height, width = shape[:2]
     frame_size = float(min(height, width))
@@ -653,6 +683,8 @@ def evaluate(
         if active[f] < 0:
             continue
         for attribute, want in attributes[active[f]].named().items():
+            if attribute == "motion" and f < window:
+                continue  # no full trailing window yet (no look-ahead): not judged
             judged[attribute][f] = True
             if attribute == "motion":
                 labels = [label for label in motion[f] if label is not None]

@@ -376,6 +376,48 @@ def test_unnamed_attributes_are_not_judged() -> None:
     assert all(report["adherence"][a] is None for a in ATTRIBUTES if a != "colour")
 
 
+def test_motion_is_judged_only_on_frames_with_a_full_trailing_window() -> None:
+    """A frame's motion is read from the steps before it; the first half second has too few, so it
+    is not judged (it used to borrow the steps after it)."""
+    spec = SceneSpec(colour="orange", motion="right")
+    moving, _ = make_clip(spec, 40, 0, SIZE)
+    frames = np.concatenate([np.repeat(moving[:1], 8, axis=0), moving])
+    report = evaluate(frames, [(0, "an orange ball moving right")])
+    assert report["judged_frames"]["motion"] == len(frames) - 8
+    assert evaluate(moving, [(0, "an orange ball moving right")])["adherence"]["motion"] == 1.0
+
+
+def test_eval_of_a_video_file_keeps_no_frames(tmp_path, monkeypatch) -> None:
+    """`evaluate_video` reads a file in one pass and drops each frame once read (a 5-minute
+    832x480 video would not fit in memory): at most a few frames are alive at any time."""
+    import weakref
+
+    from longvid import evaluate as evaluate_module
+
+    class Tracked(np.ndarray):
+        pass
+
+    clip = switching_clip(3)
+    path = write_mp4(tmp_path / "clip.mp4", clip.frames)
+    alive: list[weakref.ref] = []
+    most = []
+
+    def tracked_frames(video):
+        for frame in read_video(video):
+            view = frame.view(Tracked)
+            alive.append(weakref.ref(view))
+            most.append(sum(r() is not None for r in alive))
+            yield view
+            del view
+
+    monkeypatch.setattr(evaluate_module, "read_video", tracked_frames)
+    timeline = tmp_path / "t.yaml"
+    timeline.write_text("prompts:\n" + "".join(f"  - at: {f / FPS}\n    text: {text}\n" for f, text in clip.timeline))
+    report = evaluate_video(path, timeline)
+    assert report["frames"] == FRAMES and len(alive) == FRAMES
+    assert max(most) <= 3, max(most)
+
+
 def test_report_is_json_ready(clean) -> None:
     report = clean[2]
     assert json.loads(json.dumps(report)) == report
