@@ -2,7 +2,9 @@
 
 Each frame is analysed on its own (`detect_frame`): background colour from the border, object
 mask by colour distance to it, object colour, shape from the mask's geometry, size, count and
-centroids. Centroids are linked into tracks whose short trailing windows are judged for motion.
+centroids. Centroids are linked into tracks whose short trailing windows are judged for motion
+(from the first full window on; an orbit drawn as a polygon, one side per latent frame, counts
+as circling, see `classify_motion`). A video file is read in one pass that keeps no frames.
 Everything is compared with the prompt active at each frame, read with the world's vocabulary
 (`parse_prompt`); an attribute a prompt does not name is not judged. No learned model and no
 ground truth: the same code scores the world's own clips (near perfect, see tests) and a model's.
