@@ -196,26 +196,19 @@ class KVCache:
             for buf in (self.k, self.v):
                 buf[:, :, :, dst].mul_(a).add_(buf[:, :, :, src], alpha=1 - a)
 
-    def rewind(self, rewrite_sink: bool, keep: int | None = None) -> torch.Tensor:
+    def rewind(self, rewrite_sink: bool) -> torch.Tensor:
         """Prepare a KV-recache: forget the committed window (and the sink if `rewrite_sink`) so
         that a committing forward over the returned frames rewrites their keys/values. Returns
-        the stream indices to re-encode (the caller supplies their clean latents). `keep` (>= 1):
-        only the window's newest `keep` frames stay and are re-encoded; the older ones are dropped
-        for good, as if evicted (None: the whole window)."""
+        the stream indices to re-encode (the caller supplies their clean latents)."""
         vis = self.visible_committed()
-        window = vis[vis >= self.sink]
-        if keep is not None:
-            if keep < 1:
-                raise ValueError(f"keep must be at least 1, got {keep}")
-            window = window[max(0, len(window) - keep):]
         if rewrite_sink:
             if self.ema_alpha is not None:
                 raise ValueError("an EMA sink cannot be rewritten from latents: use sink 'keep'")
-            redo = torch.cat([vis[vis < self.sink], window])
-            self.floor = int(window[0]) if len(window) else self._window_start(self.committed)
+            redo = vis
+            self.floor = self._window_start(self.committed)
             self.committed = 0
         else:
-            redo = window
+            redo = vis[vis >= self.sink]
             if len(redo):  # keep the committed sink visible, forget the window
                 self.floor = self.committed = int(redo[0])
         return redo

@@ -131,9 +131,6 @@ class SwitchConfig:
     mode: Literal["recache", "plain"] = "recache"
     sink: Literal["keep", "rewrite"] = "keep"
     blend_blocks: int = 0
-    # With recache: how many of the window's newest latent frames stay in view (re-encoded) at a
-    # switch; the older ones are dropped, so less of the old motion carries over. None: all.
-    keep_window: int | None = None
 
 
 @dataclass
@@ -692,9 +689,6 @@ def validate(config: Config) -> None:
         problems.append("weights.checkpoint_key is empty; name a key (e.g. generator_ema) or use null")
     if config.switch.blend_blocks < 0:
         problems.append(f"switch.blend_blocks={config.switch.blend_blocks} must be >= 0")
-    if config.switch.keep_window is not None and config.switch.keep_window < 1:
-        problems.append(f"switch.keep_window={config.switch.keep_window} must be >= 1 (or null to keep the "
-                        "whole window)")
 
     if problems:
         raise ConfigError(f"config '{config.name}': " + "; ".join(problems))

@@ -197,8 +197,7 @@ class StreamPipeline:
 
     def _recache(self, cache: KVCache, clean: dict[int, torch.Tensor], ctx: TextContext) -> None:
         """KV-recache (LongLive): rewrite the cached frames' keys/values under the new prompt."""
-        sw = self.config.switch
-        redo = cache.rewind(rewrite_sink=sw.sink == "rewrite", keep=sw.keep_window)
+        redo = cache.rewind(rewrite_sink=self.config.switch.sink == "rewrite")
         if len(redo) == 0:
             return
         x = torch.stack([clean[int(f)] for f in redo], dim=1)[None]  # (1, C, F, h, w)

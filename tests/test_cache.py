@@ -128,25 +128,6 @@ def test_rewind_keep_and_rewrite():
     assert len(cache.visible_committed()) == 0
 
 
-def test_rewind_can_keep_only_the_newest_window_frames():
-    """`keep`: the window's older frames are dropped at the switch and never come back; the
-    window grows again from the kept ones."""
-    cache = make()
-    for b in range(5):
-        commit_block(cache, [3 * b, 3 * b + 1, 3 * b + 2])
-    redo = cache.rewind(rewrite_sink=False, keep=2)
-    assert redo.tolist() == [13, 14]
-    cache.commit(cache.plan(redo, commit=True))
-    assert cache.visible_committed().tolist() == [0, 1, 2, 13, 14]
-    commit_block(cache, [15, 16, 17])
-    assert cache.visible_committed().tolist() == [0, 1, 2, 13, 14, 15, 16, 17]
-    commit_block(cache, [18, 19, 20])
-    assert cache.visible_committed().tolist() == [0, 1, 2] + list(range(15, 21))  # slides as before
-    assert cache.rewind(rewrite_sink=True, keep=1).tolist() == [0, 1, 2, 20]
-    with pytest.raises(ValueError, match="keep must be at least 1"):
-        cache.rewind(rewrite_sink=False, keep=0)
-
-
 def test_dense_mask_rule():
     m = dense_mask(12, block_frames=3, sink_frames=3, window_frames=3)
     assert m[10].nonzero().flatten().tolist() == [0, 1, 2, 6, 7, 8, 9, 10, 11]

@@ -183,28 +183,6 @@ def test_plain_switch_leaves_cache_and_recache_changes_video():
     assert not torch.allclose(a[:, :, 9:], b[:, :, 9:], atol=1e-4)
 
 
-def test_a_switch_can_keep_only_the_newest_window_frames():
-    """`switch.keep_window`: the recache re-encodes only the newest frames of the window and the
-    older ones drop out of view; before the switch nothing differs."""
-    tl = timeline(4.0, prompts=("a red circle", "a blue square"))
-    whole = tiny_pipeline(tiny_config(cache=dict(sink_frames=3, window_frames=6)))
-    a = cached_latents(whole, tl)
-    short = tiny_pipeline(tiny_config(cache=dict(sink_frames=3, window_frames=6), switch=dict(keep_window=1)))
-    seen = []
-    original = short._forward
-
-    def spy(x, t, ctx, cache, frames, commit):
-        if commit:
-            seen.append(frames.tolist())
-        return original(x, t, ctx, cache, frames, commit)
-
-    short._forward = spy
-    b = cached_latents(short, tl)
-    assert short.stats.recaches == 1 and [8] in seen  # one frame re-encoded: the window's newest
-    assert torch.allclose(a[:, :, :9], b[:, :, :9])
-    assert not torch.allclose(a[:, :, 9:], b[:, :, 9:], atol=1e-4)
-
-
 def test_blend_transition_uses_intermediate_contexts():
     tl = timeline(6.0, prompts=("a red circle", "a blue square"))
     pipe = tiny_pipeline(tiny_config(switch=dict(blend_blocks=2)))
