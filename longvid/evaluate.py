@@ -494,26 +494,37 @@ def classify_motion(steps: np.ndarray, fps: float, frame_size: float, at_wall: b
     turns = _turns(_chords(steps, CHORD_STEPS, typical))
     if _turns_steadily(turns, fps, CIRCLE_MAX_SPREAD):
         return "circling"
-    # An orbit drawn as a polygon, one side per latent frame (see ORBIT_CHORD_STEPS). It is never
-    # an axis motion (its heading sweeps 60 degrees in a 0.5 s window), so it replaces only the
-    # readings "bouncing" and None. Every chord runs nearly as far as the steps it spans (an
-    # orbit's four steps turn 30 degrees: 0.97 of them); a random walk's do not.
-    long_chords = _chords(steps, ORBIT_CHORD_STEPS, typical)
-    reach = np.linalg.norm(long_chords, axis=1) / (ORBIT_CHORD_STEPS * typical)
-    polygon_orbit = (not at_wall and len(long_chords) >= 2 and reach.min() >= ORBIT_MIN_REACH
-                     and _turns_steadily(_turns(long_chords), fps, None))
+    label = _straight_motion(usable, turns, fps)
+    # An orbit drawn as a polygon (see ORBIT_CHORD_STEPS) is never an axis motion (its heading
+    # sweeps 60 degrees in a 0.5 s window), so it replaces only the readings "bouncing" and None.
+    if label in ("bouncing", None) and not at_wall and _polygon_orbit(steps, typical, fps):
+        return "circling"
+    return label
+
+
+def _straight_motion(usable: np.ndarray, turns: np.ndarray, fps: float) -> str | None:
+    """The motion of a path that is not an orbit: "bouncing", an axis motion, or None."""
     # Straight paths (between reflections) keep their heading; jitter turns all the time.
     if len(turns) >= 2 and np.mean(np.abs(turns) * fps <= STRAIGHT_TURN_RATE) < MIN_STRAIGHT_SHARE:
-        return "circling" if polygon_orbit else None
+        return None
     magnitude = np.median(np.abs(usable), axis=0)  # (2,)
     major = int(np.argmax(magnitude))
     if magnitude[1 - major] > AXIS_MAX_MINOR_RATIO * magnitude[major]:
-        return "circling" if polygon_orbit else "bouncing"
+        return "bouncing"
     direction = float(np.median(usable[:, major]))
     if abs(direction) < AXIS_MIN_CONSISTENCY * magnitude[major]:
-        return "circling" if polygon_orbit else None
+        return None
     sign = 1.0 if direction > 0 else -1.0
     return next(name for name, v in AXIS_MOTIONS.items() if v[major] == sign)
+
+
+def _polygon_orbit(steps: np.ndarray, typical: float, fps: float) -> bool:
+    """An orbit drawn as a polygon, one side per latent frame: chords of ORBIT_CHORD_STEPS steps
+    turn steadily, and every one runs nearly as far as the steps it spans (an orbit's four steps
+    turn 30 degrees: 0.97 of them; a random walk's do not)."""
+    chords = _chords(steps, ORBIT_CHORD_STEPS, typical)
+    reach = np.linalg.norm(chords, axis=1) / (ORBIT_CHORD_STEPS * typical)
+    return len(chords) >= 2 and reach.min() >= ORBIT_MIN_REACH and _turns_steadily(_turns(chords), fps, None)
 
 
 def _near_walls(tracks: Tracks, height: int, width: int) -> np.ndarray:
@@ -522,6 +533,15 @@ def _near_walls(tracks: Tracks, height: int, width: int) -> np.ndarray:
     x0, y0, x1, y1 = np.moveaxis(tracks.boxes, -1, 0)
     with np.errstate(invalid="ignore"):
         return (x0 <= edge) | (y0 <= edge) | (x1 >= width - edge) | (y1 >= height - edge)
+
+
+def _track_motion(detections: Sequence[FrameDetection], height: int, width: int, window: int,
+                  fps: float) -> tuple[Tracks, np.ndarray, list[tuple[str | None, ...]]]:
+    """Tracks of the detections, their steps (see `_steps`) and the motion labels per frame."""
+    tracks = _link_tracks(detections)
+    steps = _steps(tracks, height, width)
+    labels = _motion_labels(steps, _near_walls(tracks, height, width), window, fps, float(min(height, width)))
+    return tracks, steps, labels
 
 
 def _motion_labels(steps: np.ndarray, near_walls: np.ndarray, window: int, fps: float,
@@ -674,9 +694,7 @@ def _score(readings: _Readings, prompts: Sequence[tuple[int, str]], fps: int, bl
         grace[s:s + grace_frames] = True
 
     # 3. tracks and motion labels.
-    tracks = _link_tracks(detections)
-    steps = _steps(tracks, height, width)
-    motion = _motion_labels(steps, _near_walls(tracks, height, width), window, fps, frame_size)
+    tracks, steps, motion = _track_motion(detections, height, width, window, fps)
 
     # 4. per-frame matches: match[a], judged[a] (F,) bool.
     match = {a: np.zeros(num_frames, bool) for a in ATTRIBUTES}

@@ -31,11 +31,9 @@ WINDOW = round(evaluate.MOTION_WINDOW_SECONDS * FPS)
 
 def labels(frames: np.ndarray) -> list[str | None]:
     """The evaluator's motion label of the first track, frame by frame."""
-    tracks = evaluate._link_tracks([evaluate.detect_frame(f) for f in frames])
-    height, width = frames.shape[1:3]
-    steps = evaluate._steps(tracks, height, width)
-    near = evaluate._near_walls(tracks, height, width)
-    return [t[0] for t in evaluate._motion_labels(steps, near, WINDOW, FPS, float(min(height, width)))]
+    detections = [evaluate.detect_frame(f) for f in frames]
+    _, _, motion = evaluate._track_motion(detections, *frames.shape[1:3], WINDOW, FPS)
+    return [t[0] for t in motion]
 
 
 def polygon(path: np.ndarray, side: int = 4, phase: int = 0) -> np.ndarray:
