@@ -17,6 +17,7 @@ Report (a JSON-ready dict, see `evaluate`):
   Motion latency includes the motion detector's own lag, about half of MOTION_WINDOW_SECONDS.
   A switch never read is "missed", unless it could not have been ("unmeasured": its prompt names
   nothing the detector reads, or its segment is shorter than GRACE_SECONDS plus the hold);
+  a prompt whose first frame lies past the video's last is listed as not judged;
 - freeze: runs of (almost) identical frames while the prompt asks for motion;
 - drift: ten equal chunks, LV-Bench's VDE = sum_{i>=2} (N - i + 1) |m_i - m_1| / m_1 of the
   adherence, Laplacian-variance sharpness, edge sharpness and saturation; first vs last 10 s;
@@ -562,21 +563,25 @@ def _motion_labels(steps: np.ndarray, near_walls: np.ndarray, window: int, fps: 
 # --- prompts -------------------------------------------------------------------------------------
 
 
-def _check_prompts(prompts: Sequence[tuple[int, str]], frames: int) -> list[tuple[int, str]]:
+def _check_prompts(prompts: Sequence[tuple[int, str]],
+                   frames: int) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The prompts to judge, and those whose first frame lies past the video's last (a switch
+    asked for in its final fraction of a frame, which the engine shows from the block before:
+    nothing of the video is the frame asked for, so nothing is judged against it)."""
     checked = [(int(f), str(t)) for f, t in prompts]
     if not checked:
         raise LongvidError("no prompts given: pass at least one (first frame, prompt text) pair")
     for i, (f, _) in enumerate(checked):
         if f < 0:
             raise LongvidError(f"prompt {i} starts at frame {f}: frames count from 0")
-        if f >= frames:
-            raise LongvidError(
-                f"prompt {i} starts at frame {f} but the video has {frames} frames: "
-                "pass the whole video or drop the prompts past its end"
-            )
         if i and f <= checked[i - 1][0]:
             raise LongvidError(f"prompt {i} starts at frame {f}, not after prompt {i - 1}: sort the prompts by frame")
-    return checked
+    if checked[0][0] >= frames:
+        raise LongvidError(
+            f"the first prompt starts at frame {checked[0][0]} but the video has {frames} frames: "
+            "pass the whole video, or a timeline whose first prompt starts within it"
+        )
+    return [p for p in checked if p[0] < frames], [p for p in checked if p[0] >= frames]
 
 
 def _detected_value(attribute: str, det: FrameDetection) -> object:
@@ -681,7 +686,7 @@ def _score(readings: _Readings, prompts: Sequence[tuple[int, str]], fps: int, bl
     num_frames = len(detections)
     height, width = shape[:2]
     frame_size = float(min(height, width))
-    prompts = _check_prompts(prompts, num_frames)
+    prompts, past_end = _check_prompts(prompts, num_frames)
     attributes = [parse_prompt(text) for _, text in prompts]
 
     # 2. which prompt is active at each frame; grace frames after each switch.
@@ -756,6 +761,7 @@ def _score(readings: _Readings, prompts: Sequence[tuple[int, str]], fps: int, bl
         "judged_frames": {a: int((judged[a] & steady).sum()) for a in ATTRIBUTES},
         "segments": segments,
         "switches": switches,
+        "prompts_past_end": [{"frame": f, "prompt": text} for f, text in past_end],
         "latency": {
             "mean_frames": float(np.mean(latencies)) if latencies else None,
             "mean_seconds": float(np.mean(latencies)) / fps if latencies else None,
@@ -927,6 +933,8 @@ def format_report(report: dict) -> str:
                      + (f" (+{lat['unmeasured']} too short or unreadable to measure)" if lat["unmeasured"] else "")
                      + f"; continuity max ratio {_fmt(cont['max_ratio'], 1)}, "
                      f"teleports {cont['teleports']}")
+    for p in report.get("prompts_past_end", []):
+        lines.append(f"  not judged: \"{p['prompt']}\" starts at frame {p['frame']}, after the video's last")
     freeze = report["motion"]["freeze"]
     lines += ["", f"freeze: {_fmt(freeze['frozen'])} (frozen share {_fmt(freeze['frozen_share'])}, "
                   f"longest run {freeze['longest_run_seconds']:.2f} s)"]

@@ -274,6 +274,22 @@ def test_eval_of_a_video_places_blocks_as_the_stream_made_them(tmp_path) -> None
     assert (flicker["block_frames"], flicker["first_block_frames"]) == (12, 9)
 
 
+def test_a_prompt_asked_for_after_the_last_frame_is_listed_not_refused(tmp_path) -> None:
+    """A switch in the video's final fraction of a frame (59.99 s of 60 s): its first frame is
+    past the last, so it is reported as not judged and the rest of the video is scored."""
+    frames, prompts = two_segment_clip(SceneSpec(motion="right"), SceneSpec(motion="right", colour="white"))
+    path = write_mp4(tmp_path / "v.mp4", frames)
+    timeline = tmp_path / "t.yaml"
+    late = {"at": SECONDS - 0.01, "text": "a blue square moving up on gray"}
+    timeline.write_text(json.dumps({"seconds": SECONDS, "prompts": [
+        *({"at": f / FPS, "text": t} for f, t in prompts), late]}))
+    report = evaluate_video(path, timeline)
+    assert report["prompts_past_end"] == [{"frame": FRAMES, "prompt": late["text"]}]
+    assert len(report["switches"]) == 1 and report["segments"][-1]["end"] == FRAMES
+    assert report["adherence"]["colour"] > 0.95
+    assert "not judged" in format_report(report)
+
+
 # --- pieces --------------------------------------------------------------------------------------
 
 
@@ -436,7 +452,7 @@ def test_format_report_is_a_readable_table(clean) -> None:
     [(np.zeros((4, 16, 16, 3), np.float32), [(0, "x")], "expected uint8 RGB"),
      (np.zeros((4, 16, 16, 4), np.uint8), [(0, "x")], "alpha"),
      (np.zeros((4, 16, 16, 3), np.uint8), [], "no prompts"),
-     (np.zeros((4, 16, 16, 3), np.uint8), [(0, "a"), (9, "b")], "has 4 frames"),
+     (np.zeros((4, 16, 16, 3), np.uint8), [(9, "a")], "has 4 frames"),
      (np.zeros((4, 16, 16, 3), np.uint8), [(2, "a"), (1, "b")], "sort the prompts"),
      (np.zeros((0, 16, 16, 3), np.uint8), [(0, "a")], "no frames"),
      ([np.zeros((16, 16, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)], [(0, "a")], "one size per video")],
