@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
-import torch
 import typer
 from rich import box
 from rich.console import Console
@@ -40,6 +39,7 @@ from longvid.resume import (
     read_manifest, state_path_for,
 )
 from longvid.signals import StopOnSignal
+from longvid.timeline import make_timeline
 from longvid.writers import ManifestWriter, Mp4Writer, PngWriter, write_stream
 
 EXIT_USER_ERROR = 2
@@ -112,9 +112,15 @@ def _version() -> str:
     return importlib.metadata.version("longvid")
 
 
+def _torch_version() -> str:
+    import torch  # a second at start-up: not for the commands that need no model
+
+    return torch.__version__
+
+
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"longvid {_version()} (torch {torch.__version__})")
+        typer.echo(f"longvid {_version()} (torch {_torch_version()})")
         raise typer.Exit()
 
 
@@ -436,8 +442,6 @@ def generate(
                 outputs = Outputs(point.video, point.manifest_path, point.png_dir)
                 random_weights = point.random_weights
             else:
-                from longvid.api import make_timeline
-
                 cfg = _load_config(config, overrides, weights)
                 tl = make_timeline(cfg, prompt, timeline, seconds,
                                    **_jsonl_options(timeline, line, switch_frames))
@@ -463,7 +467,7 @@ def generate(
             "outputs": {what: str(path) for what, path in outputs.describe()},
             "weights": weights_status(cfg),
             "random_weights_allowed": random_weights,
-            "versions": {"longvid": _version(), "torch": torch.__version__},
+            "versions": {"longvid": _version(), "torch": _torch_version()},
             "device": str(pipeline.device),
         }
         if point is not None:

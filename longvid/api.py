@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import torch
 
@@ -25,7 +24,7 @@ from .model import build_transformer
 from .pipeline import StreamPipeline
 from .quantize import quantize_transformer
 from .text import CachedTextEncoder, HashTextEncoder, HFTextEncoder
-from .timeline import Timeline, load_timeline, single
+from .timeline import Timeline, make_timeline
 from .taehv import TAEHVStreamingDecoder
 from .vae import AutoencoderStreamingDecoder, LatentPreviewDecoder, WanStreamingDecoder
 
@@ -161,21 +160,6 @@ def load_pipeline(config: Config | str = DEFAULT_CONFIG, overrides: Sequence[str
         model = torch.compile(model)  # type: ignore[assignment]
     decoder = _decoder(config, device, allow_random)
     return StreamPipeline(model, _text_encoder(config, device), decoder, config)
-
-
-def make_timeline(config: Config, prompt: str | None = None, timeline: str | os.PathLike | Timeline | None = None,
-                  seconds: float | None = None, **jsonl) -> Timeline:
-    """A timeline from one prompt (needs `seconds`) or a YAML / JSONL file."""
-    fps, tf = config.video.fps, config.vae.temporal_factor
-    if isinstance(timeline, Timeline):
-        return timeline
-    if timeline is not None:
-        if prompt is not None:
-            raise ConfigError("give either a prompt or a timeline file, not both")
-        return load_timeline(Path(timeline), fps=fps, temporal_factor=tf, seconds=seconds, **jsonl)
-    if prompt is None:
-        raise ConfigError("give a prompt, or --timeline FILE")
-    return single(prompt, 10.0 if seconds is None else seconds, fps, tf)
 
 
 def stream(prompt: str | None = None, *, timeline: str | os.PathLike | Timeline | None = None,

@@ -21,13 +21,17 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from longvid.config import Config, config_from_dict, config_to_dict
 from longvid.errors import LongvidError, OutputError, ResumeError
 from longvid.frames import Frame
-from longvid.state import StreamState, fingerprint, load_state, save_state, weights_fingerprint
 from longvid.timeline import Prompt, Timeline
+
+if TYPE_CHECKING:
+    from longvid.state import StreamState
+# `longvid.state` (torch, a second at start-up) is imported where a state is saved or loaded, so
+# the CLI reads a manifest and checks its options before it loads torch.
 
 STATE_SUFFIX = ".state.safetensors"
 DEFAULT_CHECKPOINT_EVERY = 10  # blocks (7.5 s of video with 3-latent-frame blocks at 16 fps)
@@ -41,6 +45,8 @@ def state_path_for(manifest: str | os.PathLike) -> Path:
 
 def run_fingerprint(config: Config, timeline: Timeline, seed: int) -> str:
     """What must not change between a run and its resumption."""
+    from longvid.state import fingerprint
+
     return fingerprint(config_to_dict(config), timeline.to_dict(), seed)
 
 
@@ -100,6 +106,8 @@ class Checkpointer:
     def _publish_if_durable(self) -> None:
         if self._pending is None or self.video.frames_on_disk < self._pending[0].frames:
             return
+        from longvid.state import save_state
+
         state, record = self._pending
         self._pending = None
         try:
@@ -173,6 +181,8 @@ def read_manifest(path: str | os.PathLike) -> ResumePoint:
 def load_resume_state(point: ResumePoint, pipeline) -> tuple[StreamState, dict[str, Any]]:
     """The saved stream state of `point`, checked against the run and the loaded weights ->
     (state ready for `pipeline.stream`, the manifest record at that frame)."""
+    from longvid.state import load_state, weights_fingerprint
+
     state, meta = load_state(point.state_path, pipeline.new_cache())
     if meta.get("run") != run_fingerprint(point.config, point.timeline, point.seed):
         raise ResumeError(f"{point.state_path} belongs to another run than {point.manifest_path} "
@@ -190,4 +200,6 @@ def load_resume_state(point: ResumePoint, pipeline) -> tuple[StreamState, dict[s
 
 def checkpoint_meta(config: Config, timeline: Timeline, seed: int, pipeline) -> dict[str, Any]:
     """What a state file records to check a resumption against."""
+    from longvid.state import weights_fingerprint
+
     return {"run": run_fingerprint(config, timeline, seed), "weights": weights_fingerprint(pipeline.model)}

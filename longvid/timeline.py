@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,10 @@ from typing import Any
 import yaml
 
 from longvid.config import (
-    StrictYamlLoader, VaeConfig, VideoConfig, closest, short_repr, yaml_error_line,
+    Config, StrictYamlLoader, VaeConfig, VideoConfig, closest, short_repr, yaml_error_line,
     yaml_error_reason,
 )
-from longvid.errors import TimelineError
+from longvid.errors import ConfigError, TimelineError
 
 MAX_PROMPT_CHARS = 2000  # far beyond any text encoder's context; longer is surely a mistake
 MAX_SECONDS = 24 * 60 * 60  # one day: longer is surely a typo (minutes for seconds, ...)
@@ -334,6 +335,23 @@ def load_timeline(
         f"{path}: unknown timeline format '{suffix}'; use a .yaml/.yml timeline or a "
         "LongLive .jsonl"
     )
+
+
+def make_timeline(config: Config, prompt: str | None = None, timeline: str | os.PathLike | Timeline | None = None,
+                  seconds: float | None = None, **jsonl) -> Timeline:
+    """A timeline on `config`'s frame grid from one prompt (for `seconds`, default 10) or a YAML /
+    JSONL file (`load_timeline`'s options in `jsonl`). Light: the CLI checks a run's prompts with
+    it before it loads torch and the model."""
+    fps, tf = config.video.fps, config.vae.temporal_factor
+    if isinstance(timeline, Timeline):
+        return timeline
+    if timeline is not None:
+        if prompt is not None:
+            raise ConfigError("give either a prompt or a timeline file, not both")
+        return load_timeline(Path(timeline), fps=fps, temporal_factor=tf, seconds=seconds, **jsonl)
+    if prompt is None:
+        raise ConfigError("give a prompt, or --timeline FILE")
+    return single(prompt, 10.0 if seconds is None else seconds, fps, tf)
 
 
 def _read_text(path: Path) -> str:

@@ -246,10 +246,30 @@ def test_commands_that_generate_nothing_start_without_diffusers():
     import sys
 
     code = ("import sys, cli.app, longvid; assert 'diffusers' not in sys.modules, 'diffusers imported'; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert callable(longvid.stream) and 'diffusers' in sys.modules")
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("problem", ["output exists", "no timeline file", "bad --set"])
+def test_generate_reports_bad_input_before_it_loads_torch(tmp_path, problem):
+    """A mistake in `generate`'s input is named at once (well under a second), not after the
+    seconds torch, diffusers and the model take to load."""
+    import subprocess
+    import sys
+
+    args = {"output exists": ["a red ball", "--out", str(tmp_path / "v.mp4")],
+            "no timeline file": ["--timeline", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "w.mp4")],
+            "bad --set": ["a red ball", "--set", "cache.window_frames=-1", "--out", str(tmp_path / "w.mp4")]}[problem]
+    (tmp_path / "v.mp4").write_bytes(b"")
+    code = ("import sys; from cli import main; sys.argv = ['longvid', 'generate', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\nsys.exit(code)")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
 
 
 def test_version():
