@@ -25,6 +25,13 @@ denoising level, `train_generator.pair_loss` for first blocks and for continuing
 what a model blind to the shape word would score there (1 / sigma^2: with the same noise it sees
 only the share (1 - sigma) of the difference in its input), then the sampler's blocks decoded
 and read, by prompted shape: the clip's caption, and the partner's (a shape switch at the block).
+
+`--reflections` instead asks whether the model bounces off a wall as sharply as the world when its
+context is the truth: blocks of unswitched one-object bouncing scenes, the window and the target
+decoded and tracked (`longvid.evaluate.detect_frame`), the model's path against the truth's, for
+blocks where the truth reflects and where it runs straight, and the sharpest turn in the reflecting
+blocks. A free-running model whose bounces are rounded while this check finds them sharp loses them
+to its own context, not to the one-block prediction.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import argparse
 import numpy as np
 import torch
 
-from train_generator import (CaptionBank, Data, build_batch, pair_batch, pair_loss, prompt_context, sample_target,
+from train_generator import (CaptionBank, Data, build_batch, motion_clip_weights, pair_batch, pair_loss, prompt_context, sample_target,
                              sampler_setup, target_start)
 
 from longvid.config import load_config, weight_path
@@ -106,6 +113,8 @@ def main() -> None:
     ap.add_argument("--shape-sources", action="store_true",
                     help="also decode the model's appearance channels with the true shape channels and the "
                          "reverse (a shape-channel autoencoder)")
+    ap.add_argument("--reflections", action="store_true",
+                    help="the bounce check instead (module docstring): --samples blocks of bouncing scenes")
     ap.add_argument("--pairs", action="store_true",
                     help="the shape-pair check instead (shards made with prepare_latents.py --partners)")
     args = ap.parse_args()
@@ -133,6 +142,8 @@ def main() -> None:
         if data.partner_latents is None:
             raise SystemExit("--pairs needs shards made with prepare_latents.py --partners")
         return pair_check(model, bank, data, ae, rng, args, (S, W, k, steps_t, flow))
+    if args.reflections:
+        return reflection_check(model, bank, data, ae, rng, args, (S, W, k, steps_t, flow))
     pix: dict[str, list] = {"truth": [], "model": [], "first-step": [], "blind": []}
     shapes: list[str] = []  # the spec's shape of each scored block
     mass: dict[str, list] = {}  # --shape-sources: per true shape, the shape channels' mass (model, truth)
@@ -247,6 +258,62 @@ def pair_check(model, bank, data, ae, rng, args, setup) -> None:
     for name in names:
         cells = [f"{np.mean(reads[name, s]):.2f} ({len(reads[name, s])})" if (name, s) in reads else "-" for s in kinds]
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def target_track(ae, latents: torch.Tensor, k: int) -> np.ndarray:
+    """Latents (C, F, h, w) decoded from the stream's start -> the first object's centroid (x, y)
+    in each pixel frame of the last `k` latent frames, NaN where none is seen -> (4k, 2)."""
+    frames = to_uint8(ae.decode(latents[None], None, True))[-ae.temporal_factor * k:]
+    objects = [detect_frame(f).objects for f in frames]
+    return np.array([found[0].centroid if found else (np.nan, np.nan) for found in objects], float)
+
+
+def sharpest_turn(path: np.ndarray) -> float:
+    """The largest change of heading between two consecutive steps of `path` (n, 2), degrees."""
+    step = np.diff(path, axis=0)
+    heading = np.degrees(np.arctan2(step[:, 1], step[:, 0]))
+    return float(np.nanmax(np.abs((np.diff(heading) + 180) % 360 - 180)))
+
+
+@torch.no_grad()
+def reflection_check(model, bank, data, ae, rng, args, setup, max_batches: int = 200) -> None:
+    """The `--reflections` report (module docstring)."""
+    S, W, k, steps_t, flow = setup
+    positions = torch.arange(S + W + k)
+    weights = motion_clip_weights(data, {"bouncing": 50.0})
+    rows: dict[str, list[tuple[float, float]]] = {"reflecting": [], "straight": []}
+    turns: dict[str, list[float]] = {"truth": [], "model": []}
+    for _ in range(max_batches):
+        if sum(map(len, rows.values())) >= args.samples:
+            break
+        clips, x0, masks, target, seg, starts = build_batch(data, rng, args.batch, S, W, k, 0.0, weights)
+        scene = [data.specs[c][int(seg[i, -1])] for i, c in enumerate(clips)]
+        picked = [i for i in range(len(clips)) if starts[i] >= S + W and len(set(seg[i].tolist())) == 1
+                  and scene[i].motion == "bouncing" and scene[i].count == 1]
+        if not picked:
+            continue
+        text = prompt_context(model, bank, data, clips, seg, rng)
+        pred, _ = sample_target(model, x0, target, steps_t, flow, torch.Generator().manual_seed(0),
+                                text=text, frame_positions=positions, frame_mask=masks)
+        for i in picked:
+            truth = target_track(ae, x0[i, :, S:], k)
+            drawn = target_track(ae, torch.where(target[i][None, :, None, None], pred[i], x0[i])[:, S:], k)
+            half = len(truth) // 2  # reflecting: an axis runs > 2 px one way, then > 2 px back
+            before, after = truth[half - 1] - truth[0], truth[-1] - truth[half]
+            kind = "reflecting" if np.any((before * after < 0) & (np.abs(before) > 2) & (np.abs(after) > 2)) else "straight"
+            error = np.linalg.norm(drawn - truth, axis=1)
+            rows[kind].append((float(np.nanmean(error)), float(np.nanmax(error))))
+            if kind == "reflecting":
+                turns["truth"].append(sharpest_turn(truth))
+                turns["model"].append(sharpest_turn(drawn))
+    print(f"{args.weights}: teacher-forced blocks of one-object bouncing scenes")
+    print("| blocks | n | model's distance from the true path, px: mean | worst frame (mean over blocks) |\n|---|---|---|---|")
+    for kind, r in rows.items():
+        a = np.array(r).reshape(-1, 2)
+        print(f"| {kind} | {len(a)} | {np.nanmean(a[:, 0]):.2f} | {np.nanmean(a[:, 1]):.2f} |")
+    print("\n| reflecting blocks | sharpest turn, median (deg) | share of blocks with a turn over 60 deg |\n|---|---|---|")
+    for name, t in turns.items():
+        print(f"| {name} | {np.nanmedian(t):.0f} | {np.mean(np.array(t) > 60):.2f} |")
 
 
 if __name__ == "__main__":

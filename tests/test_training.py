@@ -1418,6 +1418,18 @@ def test_channel_mass_gives_each_shape_channels_share_of_a_blocks_positive_value
     np.testing.assert_allclose(channel_mass(block), [0.2, 0.8, 0.0], atol=1e-6)
 
 
+def test_sharpest_turn_tells_a_wall_reflection_from_a_rounded_one():
+    """The bounce check's measure: a world reflection turns 90 degrees between two steps, a path
+    that rounds the corner over several steps turns a fraction of that at a time."""
+    from diag_generator import sharpest_turn
+
+    sharp = np.array([[0, 0], [2, 2], [4, 4], [6, 2], [8, 0]], float)  # down-right, then up-right
+    angles = np.radians(np.linspace(45, -45, 7))
+    rounded = np.cumsum(np.stack([np.cos(angles), np.sin(angles)], 1) * 2, axis=0)
+    assert sharpest_turn(sharp) == pytest.approx(90)
+    assert sharpest_turn(rounded) == pytest.approx(15)
+
+
 def test_a_decoder_only_run_on_a_label_autoencoder_trains_its_decoder_on_the_targets(tmp_path):
     """`--decoder-only` on a `--shape-labels` autoencoder: the decoder learns from the targets (the
     --reference's latents of the circles, then the labels), so it needs that reference; the encoder,
