@@ -65,6 +65,12 @@ wherever the model put the object. `--corner-levels all` judges the x0 predicted
 instead: with the deterministic sampler the first level's x0 already decides the shape that the
 later levels refine.
 
+`--own-window` goes one step further, across blocks: on a share of steps the window's last
+blocks are the model's own, sampled block by block from the context before them as a rollout
+leaves them, and the model is still asked for the true next block. A one-block prediction from
+the true context bounces almost as the world does, but free-running rollouts round the bounces
+(docs/training.md, "Session 39"): this shows the model its own blocks in the window.
+
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
 the model's earlier denoising steps (no grad) bring it to the level being trained, instead of
@@ -530,6 +536,28 @@ def sample_target(model, x0: torch.Tensor, target: torch.Tensor, steps_t: list[f
     return xh, first
 
 
+@torch.no_grad()
+def own_window(model, x: torch.Tensor, target: torch.Tensor, window_first: torch.Tensor, blocks: int,
+               steps_t: list[float], flow: FlowMatch, generator: torch.Generator | None = None,
+               **forward) -> torch.Tensor:
+    """`x` (B, C, slots, h, w) with the last `blocks` blocks of each sample's window replaced,
+    oldest first, by what the engine's sampler makes of them (`sample_target`) from what comes
+    before: the window a rollout leaves, the model's own blocks, where training otherwise shows the
+    true ones (or their one-step x0s). A window frame sees only the sink, earlier frames and its own
+    block (the cache's rule, `frame_mask`), so the target never reaches them, and each block sees
+    the ones rolled before it. `window_first` (B,): each sample's first window slot; a sample whose
+    window holds fewer than `blocks` blocks keeps its own."""
+    k = int(target[0].sum())
+    first = target_start(target)
+    slots = torch.arange(target.shape[1])
+    rolled = (first - window_first) >= blocks * k
+    for j in range(blocks, 0, -1):  # the block j blocks before the target, oldest first
+        block = rolled[:, None] & (slots >= (first - j * k)[:, None]) & (slots < (first - (j - 1) * k)[:, None])
+        made, _ = sample_target(model, x, block, steps_t, flow, generator, **forward)
+        x = torch.where(block[:, None, :, None, None], made, x)
+    return x
+
+
 def pair_batch(data: Data, clips, x_clean: torch.Tensor, target: torch.Tensor, seg_of_slot: torch.Tensor,
                starts: torch.Tensor, S: int, rng: np.random.Generator
                ) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
@@ -538,7 +566,6 @@ def pair_batch(data: Data, clips, x_clean: torch.Tensor, target: torch.Tensor, s
     both sides (no dropout) and each side's caption row per slot -> (partner x0, captions,
     index of the clip's side (P, slots), index of the partner's side). Sink slots keep the
     caption they were made under; the window and the target carry the target's (KV-recache)."""
-    P = len(clips)
     x_partner = x_clean.clone()
     first = target_start(target)
     k = int(target[0].sum())
@@ -653,6 +680,11 @@ def main() -> None:
     ap.add_argument("--rollout-prob", type=float, default=0.0,
                     help="share of steps trained from the sampler's own states (sampler_states), like the "
                          "self-context pass from --self-context-from on")
+    ap.add_argument("--own-window", type=int, default=0, metavar="BLOCKS",
+                    help="on --own-window-prob of the steps (from --self-context-from on), the last BLOCKS "
+                         "blocks of each window are the model's own, made by the sampler block by block "
+                         "(own_window), as a rollout leaves them; the target stays the true block")
+    ap.add_argument("--own-window-prob", type=float, default=0.5)
     ap.add_argument("--adv-weight", type=float, default=0.0,
                     help="weight of the critic's (hinge) loss on the target block's x0; 0 = no critic")
     ap.add_argument("--adv-from", type=int, default=100,
@@ -844,6 +876,12 @@ def main() -> None:
             x_clean = torch.where(context, x0_hat, x0)
         else:
             x_clean = x0
+        if args.own_window and step >= args.self_context_from and rng.random() < args.own_window_prob:
+            with autocast:
+                ctx_text = model.text_context(embeds).per_frame(index.flatten())
+                x_clean = own_window(forward, x_clean, target, starts.clamp(max=S), args.own_window, steps_t, flow,
+                                     torch.Generator().manual_seed(int(rng.integers(2**31))), text=ctx_text,
+                                     frame_positions=positions, frame_mask=masks).float()
         x_clean = blur_context(x_clean, target, args.context_blur)
         rollout = step >= args.self_context_from and rng.random() < args.rollout_prob
         if rollout:  # each sample's target at an inference level, reached by the sampler below

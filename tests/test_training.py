@@ -136,6 +136,38 @@ def test_sample_target_runs_the_engine_sampler_on_target_frames_only():
     assert len(calls) == len(steps_t) and all(c == {"text": "ctx"} for c in calls)
 
 
+def test_own_window_rolls_the_windows_last_blocks_oldest_first_and_keeps_the_rest():
+    """`--own-window 2`: the window's last two blocks become the sampler's own, the second made
+    after (and from) the first; sink, older window frames, the target and samples whose window is
+    too short stay as they were."""
+    from train_generator import own_window
+
+    from longvid.schedule import FlowMatch
+
+    flow, steps_t, k = FlowMatch(), [1000.0, 937.5, 833.3, 625.0], 3
+    x = (10.0 * torch.arange(12)).view(1, 1, 12, 1, 1).repeat(2, 1, 1, 2, 2)  # slot s holds 10 s
+    target = torch.zeros(2, 12, dtype=torch.bool)
+    target[0, 9:] = True  # sink 0-2, window 3-8: two blocks
+    target[1, 6:9] = True  # sink 0-2, window 3-5: one block only
+
+    def oracle(x_t, t, **forward):  # each block's x0: the frame before it, plus one
+        sigma = flow.sigma(t)
+        x0_hat = x_t.clone()
+        for i in range(x_t.shape[0]):
+            noisy = (t[i] > 0).nonzero().flatten()
+            if len(noisy):
+                x0_hat[i, :, noisy] = x_t[i, :, int(noisy[0]) - 1 : int(noisy[0])] + 1
+        return (x_t - x0_hat) / sigma[:, None, :, None, None].clamp_min(1e-6)
+
+    out = own_window(oracle, x, target, torch.tensor([3, 3]), 2, steps_t, flow, torch.Generator().manual_seed(0))
+    frames = out[:, 0, :, 0, 0]
+    expected = 10.0 * torch.arange(12)
+    expected[3:6] = 21.0  # from slot 2 (20)
+    expected[6:9] = 22.0  # from the rolled slot 5 (21), not the true 50
+    torch.testing.assert_close(frames[0], expected, atol=1e-3, rtol=0)
+    torch.testing.assert_close(frames[1], 10.0 * torch.arange(12), atol=0, rtol=0)
+
+
 def test_build_batch_reports_where_each_target_block_starts(tmp_path):
     """`starts` is the clip latent frame of each target block: the tune_decoder stage takes the
     block's true pixels from there, so a wrong start would teach the decoder wrong frames."""
