@@ -337,7 +337,8 @@ def _summary(tracker: FrameTracker, fps: int, wall_s: float, timings: dict,
     typer.echo("  time per stage: " + ", ".join(stages)
                + (" (decode ran beside the generator, so these add up to more)" if overlap else ""))
     typer.echo(f"  {timings.get('blocks', 0)} blocks, {timings.get('forwards', 0)} forwards, "
-               f"{timings.get('recaches', 0)} recaches; torch, diffusers and the model loaded in {timings.get('load_s', 0):.2f} s before")
+               f"{timings.get('recaches', 0)} recaches; torch, diffusers and the model loaded in "
+               f"{timings.get('load_s', 0):.2f} s before")
     for what, path in outputs.describe():
         typer.echo(f"  {what + ':':10s}{path}")
 
