@@ -41,8 +41,8 @@ import argparse
 import numpy as np
 import torch
 
-from train_generator import (CaptionBank, Data, build_batch, motion_clip_weights, pair_batch, pair_loss, prompt_context, sample_target,
-                             sampler_setup, target_start)
+from train_generator import (CaptionBank, Data, build_batch, motion_clip_weights, pair_batch, pair_loss,
+                             prompt_context, sample_target, sampler_setup, target_start)
 
 from longvid.config import load_config, weight_path
 from longvid.evaluate import detect_frame

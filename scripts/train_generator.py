@@ -69,7 +69,10 @@ later levels refine.
 blocks are the model's own, sampled block by block from the context before them as a rollout
 leaves them, and the model is still asked for the true next block. A one-block prediction from
 the true context bounces almost as the world does, but free-running rollouts round the bounces
-(docs/training.md, "Session 39"): this shows the model its own blocks in the window.
+(docs/training.md, "Session 39"): this shows the model its own blocks in the window. Tried in
+session 39 with the true block as the target, it made motion worse on every timeline (a window
+that has drifted from the truth teaches the model to hedge); it is kept, off by default, for a
+target that continues the model's own window (a distribution-level loss).
 
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
@@ -877,7 +880,7 @@ def main() -> None:
         else:
             x_clean = x0
         if args.own_window and step >= args.self_context_from and rng.random() < args.own_window_prob:
-            with autocast:
+            with torch.no_grad(), autocast:
                 ctx_text = model.text_context(embeds).per_frame(index.flatten())
                 x_clean = own_window(forward, x_clean, target, starts.clamp(max=S), args.own_window, steps_t, flow,
                                      torch.Generator().manual_seed(int(rng.integers(2**31))), text=ctx_text,
