@@ -869,19 +869,21 @@ def main() -> None:
         context = (~target)[:, None, :, None, None]
 
         self_ctx = step >= args.self_context_from and rng.random() < args.self_context_prob
+        own = bool(args.own_window) and step >= args.self_context_from and rng.random() < args.own_window_prob
+        if self_ctx or own:  # the caption context of the no-grad passes below, made once
+            with torch.no_grad(), autocast:
+                ctx_text = model.text_context(embeds).per_frame(index.flatten())
         if self_ctx:  # replace the context by the model's own x0 from the last denoising level
             with torch.no_grad(), autocast:
                 t_ctx = torch.where(target, t, torch.full((B, slots), t_last))
                 x_ctx = flow.add_noise(x0, torch.randn_like(x0), t_ctx)
-                ctx_text = model.text_context(embeds).per_frame(index.flatten())
                 v = forward(x_ctx, t_ctx, ctx_text, frame_positions=positions, frame_mask=masks).float()
                 x0_hat = flow.to_x0(x_ctx, v, t_ctx)
             x_clean = torch.where(context, x0_hat, x0)
         else:
             x_clean = x0
-        if args.own_window and step >= args.self_context_from and rng.random() < args.own_window_prob:
-            with torch.no_grad(), autocast:
-                ctx_text = model.text_context(embeds).per_frame(index.flatten())
+        if own:  # the window's last blocks: the model's own
+            with autocast:
                 x_clean = own_window(forward, x_clean, target, starts.clamp(max=S), args.own_window, steps_t, flow,
                                      torch.Generator().manual_seed(int(rng.integers(2**31))), text=ctx_text,
                                      frame_positions=positions, frame_mask=masks).float()
