@@ -37,7 +37,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from longvid.errors import LongvidError
-from longvid.timeline import load_timeline
+from longvid.timeline import load_timeline, seconds_to_pixel_frame
 from longvid.world import (
     ATTRIBUTES, AXIS_MOTIONS, BACKGROUNDS, COLOURS, SHAPE_AREA, SIZE_RADIUS, SIZES, Attributes, parse_prompt,
 )
@@ -162,8 +162,7 @@ def timeline_prompts(timeline) -> list[tuple[int, str]]:
     """A `Timeline`'s prompts as [(first pixel frame, text)]: the frame the user asked the switch
     for (the first frame shown at or after its time), not the block boundary where the engine
     applies it, so switch latency counts the engine's block rounding too."""
-    fps = timeline.fps
-    return [(math.ceil(p.start_seconds * fps - 1e-6), p.text) for p in timeline.prompts]
+    return [(seconds_to_pixel_frame(p.start_seconds, timeline.fps), p.text) for p in timeline.prompts]
 
 
 def evaluate_video(path: str | Path, timeline_file: str | Path, block_frames: int | None = None,

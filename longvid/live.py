@@ -33,7 +33,7 @@ import yaml
 from longvid.errors import LongvidError
 from longvid.frames import Frame
 from longvid.timeline import (
-    MAX_PROMPT_CHARS, Prompt, Timeline, _check_text, _pixel_frames, latent_frame_to_seconds,
+    MAX_PROMPT_CHARS, Prompt, Timeline, _check_text, seconds_to_pixel_frame, latent_frame_to_seconds,
     latent_frames_for,
 )
 
@@ -82,7 +82,7 @@ class LiveTimeline:
 
     @property
     def num_pixel_frames(self) -> int:
-        return _pixel_frames(self.seconds, self.fps)
+        return seconds_to_pixel_frame(self.seconds, self.fps)
 
     def prompt_index_at(self, latent_frame: int) -> int:
         """Index of the prompt in effect at `latent_frame`; fixes the prompts up to that frame

@@ -81,7 +81,7 @@ class Timeline:
     @property
     def num_pixel_frames(self) -> int:
         """Frames of the video: `seconds` at `fps`."""
-        return _pixel_frames(self.seconds, self.fps)
+        return seconds_to_pixel_frame(self.seconds, self.fps)
 
     @property
     def switch_frames(self) -> tuple[int, ...]:
@@ -160,7 +160,7 @@ def _parse_clock(text: str) -> float:
     return seconds
 
 
-def _pixel_frames(seconds: float, fps: int) -> int:
+def seconds_to_pixel_frame(seconds: float, fps: int) -> int:
     """Index of the first pixel frame shown at or after `seconds`."""
     return max(0, math.ceil(seconds * fps - _FRAME_TOLERANCE))
 
@@ -170,7 +170,7 @@ def seconds_to_latent_frame(seconds: float, fps: int, temporal_factor: int) -> i
 
     Pixel frame p lies in latent (p + tf - 1) // tf: fps 16, tf 4, 20 s -> p 320 -> latent 80.
     """
-    return (_pixel_frames(seconds, fps) + temporal_factor - 1) // temporal_factor
+    return (seconds_to_pixel_frame(seconds, fps) + temporal_factor - 1) // temporal_factor
 
 
 def latent_frame_to_seconds(latent_frame: int, fps: int, temporal_factor: int) -> float:
@@ -181,7 +181,7 @@ def latent_frame_to_seconds(latent_frame: int, fps: int, temporal_factor: int) -
 
 def latent_frames_for(seconds: float, fps: int, temporal_factor: int) -> int:
     """Latent frames T needed so that tf*T-(tf-1) pixel frames cover `seconds` of video."""
-    pixel_frames = _pixel_frames(seconds, fps)
+    pixel_frames = seconds_to_pixel_frame(seconds, fps)
     if pixel_frames == 0:
         return 0
     last_pixel = pixel_frames - 1
@@ -234,7 +234,7 @@ def _check_seconds(value: Any, where: str) -> float:
 
 def _check_frames(seconds: float, fps: int, where: str) -> None:
     """A video of at least one frame at `fps`."""
-    if _pixel_frames(seconds, fps) < 1:
+    if seconds_to_pixel_frame(seconds, fps) < 1:
         raise TimelineError(f"{where}: video length {seconds:g} s is under one frame at {fps} fps; "
                             f"give at least {1 / fps:g} s")
 

@@ -28,6 +28,13 @@ them as `train_autoencoder.py --decoder-only` does, so that one run teaches both
 teaches (imperfect latents drawn as clean shapes) and the switch frames: run one after the other,
 each undid part of the other (docs/training.md, "Session 35").
 Losses are stage 1c's: object-weighted L1 + MSE + image gradients + frame-to-frame differences.
+A pixel loss against a truth that sits a pixel or two off the generated object pays the decoder
+for hedging, and a hedged square is a rounded one. Two terms judge the outline wherever the
+object was drawn (on `longvid eval`'s soft silhouettes, colour and background taken out, in a
+window around the object, one-object samples only): `--corner-weight` asks for the true corner
+cover about the drawn object's own centre (`train_generator.corner_loss`), and `--adv-weight`
+adds a shape-conditioned patch critic (`train_generator.PixelCritic`, hinge loss), the
+adversarial term image autoencoders are trained with so that their decoders draw sharp edges.
 The encoder, the latent statistics and the generator do not change: only pictures do.
 """
 
@@ -45,7 +52,8 @@ import torch
 from diag_generator import pixel_scores
 from prepare_latents import TF, label_maps, sample_clip
 from train_autoencoder import augment_latents, hedge_maps, hedge_problem, normalised_maps, raw_maps
-from train_generator import CaptionBank, Data, build_batch, crop_box, prompt_context, sample_target, sampler_setup, target_start
+from train_generator import (CaptionBank, Data, PixelCritic, build_batch, corner_loss, crop_box, prompt_context,
+                             sample_target, sampler_setup, silhouettes, target_shapes, target_start, video_frames)
 from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
 
 from longvid.config import load_config, weight_path
@@ -147,6 +155,45 @@ def mixed_loss(y: torch.Tensor, x: torch.Tensor, n_true: int, args) -> tuple[tor
     return (loss_gen * n_gen + loss_true * n_true) / len(y), loss_gen, loss_true
 
 
+
+def object_windows(seen: torch.Tensor, truth: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of `size` x `size` pixels of silhouettes (N, 1, F, H, W), one per sample, centred
+    on the true object's mean position over the block and kept inside the frame -> (seen, truth)
+    (N, 1, F, size, size). A window no larger than the frame is the frame itself."""
+    H, W = truth.shape[-2:]
+    if size >= H and size >= W:
+        return seen, truth
+    mass = truth.sum(dim=(1, 2))  # (N, H, W)
+    total = mass.sum(dim=(1, 2)).clamp_min(1e-6)
+    cy = (mass.sum(dim=2) * (torch.arange(H) + 0.5)).sum(dim=1) / total
+    cx = (mass.sum(dim=1) * (torch.arange(W) + 0.5)).sum(dim=1) / total
+    h, w = min(size, H), min(size, W)
+    tops = (cy - h / 2).round().long().clamp(0, H - h)
+    lefts = (cx - w / 2).round().long().clamp(0, W - w)
+    crop = [(slice(int(t), int(t) + h), slice(int(l), int(l) + w)) for t, l in zip(tops, lefts)]
+    return (torch.stack([seen[i, ..., r, c] for i, (r, c) in enumerate(crop)]),
+            torch.stack([truth[i, ..., r, c] for i, (r, c) in enumerate(crop)]))
+
+
+def outline_losses(y: torch.Tensor, x: torch.Tensor, classes: torch.Tensor, judged: torch.Tensor, window: int,
+                   corner_weight: float, critic) -> tuple[torch.Tensor, tuple | None]:
+    """The outline terms of decoded y against true pixels x (B, 3, F, H, W): silhouettes as
+    `longvid eval` reads them, windowed around the object, of the `judged` (B,) samples whose
+    object stands out from its background -> (corner loss (0 without `corner_weight`), the
+    critic's (fake, real, classes) frames or None)."""
+    loss = y.new_zeros(())
+    seen, sil, valid = silhouettes(y, x)
+    keep = valid & judged
+    if not keep.any():
+        return loss, None
+    seen, sil = object_windows(seen[keep], sil[keep], window)
+    if corner_weight:
+        loss = corner_loss(seen, sil)
+    if critic is None:
+        return loss, None
+    fake, cls = video_frames(seen, classes[keep])
+    return loss, (fake, video_frames(sil, classes[keep])[0], cls)
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="longvid-shapes")
@@ -182,6 +229,14 @@ def main() -> None:
                     help="loss weight of the object's pixels in the generated samples (the true ones keep "
                          f"{OBJECT_WEIGHT:g}): the generated object sits a little off the truth, and a heavy loss "
                          "there teaches the decoder to round it")
+    ap.add_argument("--corner-weight", type=float, default=0.0,
+                    help="weight of the corner-cover loss on the decoded silhouettes (0: off)")
+    ap.add_argument("--adv-weight", type=float, default=0.0,
+                    help="weight of the shape-conditioned silhouette critic's hinge loss (0: no critic)")
+    ap.add_argument("--adv-from", type=int, default=50, help="steps the critic trains alone before the decoder feels it")
+    ap.add_argument("--critic-lr", type=float, default=2e-4)
+    ap.add_argument("--window", type=int, default=48,
+                    help="pixels per side of the window around the object that the corner loss and the critic judge")
     ap.add_argument("--shard-seed", type=int, default=1, help="prepare_latents.py's --seed")
     ap.add_argument("--shard-size", type=int, default=50, help="prepare_latents.py's --shard-size")
     ap.add_argument("--seed", type=int, default=0)
@@ -191,8 +246,11 @@ def main() -> None:
     for name in ("true_share", "switch_share", "background_switch_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             ap.error(f"--{name.replace('_', '-')} is a share of the samples: give a number from 0 to 1")
-    if args.generated_object_weight < 0:
-        ap.error("--generated-object-weight is a loss weight: give 0 or more")
+    for name in ("generated_object_weight", "corner_weight", "adv_weight"):
+        if getattr(args, name) < 0:
+            ap.error(f"--{name.replace('_', '-')} is a loss weight: give 0 or more")
+    if args.window < 8:
+        ap.error("--window is the side of the judged window in pixels: give 8 or more")
     for name in ("true_latent_noise", "true_latent_blur", "true_shape_blur"):
         if getattr(args, name) < 0:
             ap.error(f"--{name.replace('_', '-')} is an augmentation strength: give 0 or more")
@@ -220,9 +278,15 @@ def main() -> None:
         raise SystemExit(f"replayed clips do not match the shards (latent difference {worst:.3f}): "
                          "pass prepare_latents.py's --seed and --shard-size")
 
-    run = Run(args.run, ["loss", "loss_generated", "loss_true", "lr"])
+    run = Run(args.run, ["loss", "loss_generated", "loss_true", "lr", "loss_corner", "loss_adv", "loss_critic"])
     opt = torch.optim.AdamW(ae.decoder.parameters(), lr=args.lr, weight_decay=1e-4)
-    start = run.resume(model=ae, opt=opt)
+    critic = opt_critic = None
+    critics = {}
+    if args.adv_weight:
+        critic = PixelCritic()
+        opt_critic = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, betas=(0.5, 0.99))
+        critics = {"critic": critic, "opt_critic": opt_critic}
+    start = run.resume(model=ae, opt=opt, **critics)
     rng = np.random.default_rng([args.seed, start])
     run.log(f"{data.n} clips; generator {gen_path}; decoder from {args.autoencoder or cfg.weights.vae}; "
             f"replay check {worst:.4f}; sampler timesteps {[round(t, 1) for t in steps_t]}")
@@ -257,34 +321,54 @@ def main() -> None:
             frames = pixels.clip(int(clips[i]))[TF * n - (TF - 1) : TF * (n + k) - (TF - 1),
                                                 top * scale : (top + c) * scale, left * scale : (left + c) * scale]
             truth.append(from_uint8(frames[None])[0])
-        return torch.stack(gen), torch.stack(true), torch.stack(truth)
+        # the outline terms judge one-object blocks that keep one shape throughout
+        classes = target_shapes(data, clips, seg_of_slot, target)
+        judged = torch.tensor([data.specs[c][int(seg_of_slot[i, int(first[i])])].count == 1
+                               and bool((seg_of_slot[i, int(first[i]) : int(first[i]) + k] == seg_of_slot[i, int(first[i])]).all())
+                               for i, c in enumerate(clips)])
+        return torch.stack(gen), torch.stack(true), torch.stack(truth), classes, judged
 
     def lr_at(step: int) -> float:
         return warmup_cosine(step, args.lr, args.steps, warmup=50, floor=0.1)
 
     ae.train()
     for step in range(start, args.steps):
-        gen, true, truth = draw(args.batch)
+        gen, true, truth, classes, judged = draw(args.batch)
         n_true = round(len(gen) * args.true_share)
         true = augment_true(ae, true[:n_true], args.true_latent_noise, args.true_latent_blur, args.true_shape_blur,
                             args.true_hedge_maps)
         z = torch.cat([gen[n_true:], true])
         x = torch.cat([truth[n_true:], truth[:n_true]])  # z's pixels, in z's order
+        classes, judged = torch.cat([classes[n_true:], classes[:n_true]]), torch.cat([judged[n_true:], judged[:n_true]])
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         y = ae.decode(z, first=False)[:, :, TF * args.warmup :]
         loss, loss_gen, loss_true = mixed_loss(y, x, n_true, args)
+        loss_corner, frames = outline_losses(y, x, classes, judged, args.window, args.corner_weight, critic)
+        loss_adv = loss_critic = torch.zeros(())
+        if frames is not None and step >= args.adv_from:
+            critic.requires_grad_(False)
+            loss_adv = -critic(frames[0], frames[2]).mean()
+            critic.requires_grad_(True)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + args.corner_weight * loss_corner + args.adv_weight * loss_adv).backward()
         torch.nn.utils.clip_grad_norm_(ae.decoder.parameters(), 1.0)
         opt.step()
+        if frames is not None:  # hinge loss: true silhouettes above +1, decoded ones below -1
+            fake, real, cls = frames
+            loss_critic = torch.relu(1 - critic(real, cls)).mean() + torch.relu(1 + critic(fake.detach(), cls)).mean()
+            opt_critic.zero_grad(set_to_none=True)
+            loss_critic.backward()
+            opt_critic.step()
         if step % 10 == 0:
-            run.record(step, loss=loss.item(), loss_generated=loss_gen.item(), loss_true=loss_true.item(), lr=lr_at(step))
+            run.record(step, loss=loss.item(), loss_generated=loss_gen.item(), loss_true=loss_true.item(), lr=lr_at(step),
+                       loss_corner=loss_corner.item(), loss_adv=loss_adv.item(), loss_critic=loss_critic.item())
         if step % 50 == 0:
             run.log(f"step {step}/{args.steps} loss {loss.item():.4f} (generated {loss_gen.item():.4f}, "
-                    f"true {loss_true.item():.4f}) {run.elapsed / 60:.1f} min")
+                    f"true {loss_true.item():.4f}; corner {loss_corner.item():.4f}, adv {loss_adv.item():.3f}, "
+                    f"critic {loss_critic.item():.3f}) {run.elapsed / 60:.1f} min")
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
-            run.save(step + 1, model=ae, opt=opt)
+            run.save(step + 1, model=ae, opt=opt, **critics)
             save_autoencoder(ae.eval(), out)
             ae.train()
     ae.eval()

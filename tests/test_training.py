@@ -531,6 +531,48 @@ def test_corner_loss_asks_for_the_true_corners_not_the_true_place():
     assert corner_loss(truth, truth[..., :0, :, :]) == 0  # a frame too small to judge is left out
 
 
+
+def test_tune_decoder_windows_follow_each_true_object_and_stay_in_the_frame():
+    """The outline terms judge a window around where the true object is in each sample, kept
+    inside the frame; the decoded silhouettes are cut at the same place."""
+    from tune_decoder import object_windows
+
+    truth = torch.stack([_mask("square", 10, 12, 4, size=64), _mask("square", 60, 40, 3, size=64)])[:, None, None]
+    seen = torch.arange(2 * 64 * 64, dtype=torch.float32).reshape(2, 1, 1, 64, 64)
+    seen_w, truth_w = object_windows(seen, truth, 24)
+    assert seen_w.shape == truth_w.shape == (2, 1, 1, 24, 24)
+    assert truth_w[0].sum() == truth[0].sum() and truth_w[1].sum() == truth[1].sum()  # whole objects kept
+    assert seen_w[0, 0, 0, 0, 0] == seen[0, 0, 0, 0, 0]  # near the top-left corner: clamped to (0, 0)
+    assert seen_w[1, 0, 0, 0, 0] == seen[1, 0, 0, 40 - 12, 64 - 24]  # centred on y = 40, clamped at the right
+    full_seen, full_truth = object_windows(seen, truth, 64)
+    assert full_seen is seen and full_truth is truth
+
+
+def test_tune_decoder_outline_terms_judge_chosen_samples_by_their_corners():
+    """`--corner-weight` and `--adv-weight`: a decoded rounded square against a true square
+    costs corner loss, a decoded square does not; only the judged samples reach the critic,
+    frame by frame with their shape classes; the loss's gradient reaches the decoded pixels."""
+    from tune_decoder import outline_losses
+
+    from longvid.world import SHAPES
+
+    def frames(kind: str) -> torch.Tensor:  # (3, F, H, W) in [-1, 1]: white on black
+        return (_mask(kind, 24, 24, 9)[None, None].expand(3, 2, -1, -1) * 2 - 1).clone()
+
+    x = torch.stack([frames("square")] * 3)
+    y = torch.stack([frames("square"), frames("rounded"), frames("rounded")]).requires_grad_(True)
+    classes = torch.full((3,), SHAPES.index("square"))
+    loss, judged = outline_losses(y[:2], x[:2], classes[:2], torch.tensor([True, True]), 32, 1.0, None)
+    assert judged is None and loss > 0.01
+    square_only, _ = outline_losses(y[:1], x[:1], classes[:1], torch.tensor([True]), 32, 1.0, None)
+    assert square_only < 1e-4
+    critic = object()  # only passed through: the frames for it are what is checked
+    loss, (fake, real, cls) = outline_losses(y, x, classes, torch.tensor([False, True, False]), 32, 1.0, critic)
+    assert fake.shape == real.shape == (2, 1, 32, 32) and cls.tolist() == [SHAPES.index("square")] * 2
+    assert loss > 0.01  # the judged sample is a rounded one
+    loss.backward()
+    assert y.grad[1].abs().sum() > 0 and y.grad[0].abs().sum() == 0 and y.grad[2].abs().sum() == 0
+
 def test_corner_levels_choose_the_last_levels_samples_or_all():
     """--corner-levels: by default only samples whose target sits at the last inference level are
     judged (the viewer's x0); `all` judges every sample, whatever its level."""
