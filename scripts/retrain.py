@@ -33,7 +33,9 @@ that base by the commands of docs/training.md "Session 27" to "Session 37", in o
 11. `decoder-tune-1` ... `-4`, `decoder-noise-4`: the decoder tuned on the generator's own blocks
     at switches, then a decoder-only round (the default until session 38);
 12. `decoder-wholeframe`, `decoder-noise-5`: tuned once more on the generator's blocks, over whole
-    frames, then a last decoder-only round (the committed `autoencoder-labels`, since session 38).
+    frames, then a last decoder-only round (the default from session 38 to 39);
+13. `decoder-outline-1`, `-2`: two more tuning rounds over whole frames with the outline terms
+    (`--corner-weight`, `--adv-weight`: the committed `autoencoder-labels`, since session 40).
 
 A stage is done when its output file exists; a stage that was interrupted resumes from its run
 directory's checkpoint (every training script checkpoints), so after a stop the same command
@@ -140,6 +142,15 @@ def label_stages(out: Path, threads: int, compile_model: bool) -> list[Stage]:
                             "--steps", steps, "--batch", batch, "--crop", crop, "--lr", "1e-4", "--motion-weight", "4",
                             "--seed", seed, *argv, *t], file(name))
 
+    # session 37's tuning over whole frames: switches, new backgrounds and noisy true latents
+    whole_frames = ("--switch-share", "0.5", "--background-switch-share", "0.6", "--halo-weight", "10",
+                    "--generated-object-weight", "1", "--true-share", "0.5", "--true-latent-noise", "0.8",
+                    "--true-latent-blur", "1.0", "--true-shape-blur", "0.5", "--true-hedge-maps", "0.7", "0.25")
+
+    def outline(name: str, init: str, seed: str) -> Stage:
+        return tune(name, init, "500", seed, *whole_frames, "--corner-weight", "20", "--adv-weight", "0.15",
+                    batch="4", crop="0")
+
     return [
         autoencoder("autoencoder-shapes", "--shape-channels", "--init", base_ae, "--steps", "2700", "--full-steps", "300",
                     "--batch", "6", "--latent-blur", "1.0", "--lr", "3e-4", "--seed", "27"),
@@ -168,11 +179,11 @@ def label_stages(out: Path, threads: int, compile_model: bool) -> list[Stage]:
              "--halo-weight", "10"),
         noise_round("decoder-noise-4", "decoder-tune-4", "400", "100", "0.8", "0.5", "46"),
         # session 37: tuned on whole frames (no teleport in 20 runs), then one more noise round
-        tune("decoder-wholeframe", "decoder-noise-4", "600", "70", "--switch-share", "0.5",
-             "--background-switch-share", "0.6", "--halo-weight", "10", "--generated-object-weight", "1",
-             "--true-share", "0.5", "--true-latent-noise", "0.8", "--true-latent-blur", "1.0", "--true-shape-blur",
-             "0.5", "--true-hedge-maps", "0.7", "0.25", batch="4", crop="0"),
+        tune("decoder-wholeframe", "decoder-noise-4", "600", "70", *whole_frames, batch="4", crop="0"),
         noise_round("decoder-noise-5", "decoder-wholeframe", "400", "100", "0.8", "0.5", "71"),
+        # session 40: the outline of what it draws judged (corner cover and a silhouette critic)
+        outline("decoder-outline-1", "decoder-noise-5", "93"),
+        outline("decoder-outline-2", "decoder-outline-1", "94"),
     ]
 
 
@@ -208,7 +219,7 @@ def write_label_configs(out: Path) -> Path:
     (`labels-train.yaml`: its vae is the shape-channel autoencoder, read for its channels)."""
     cfg = yaml.safe_load(LABELS_CONFIG.read_text())
     final = out / "longvid-shapes-labels.yaml"
-    for path, vae in ((final, out / "decoder-noise-5" / "autoencoder.safetensors"),
+    for path, vae in ((final, out / "decoder-outline-2" / "autoencoder.safetensors"),
                       (out / "labels-train.yaml", out / "autoencoder-shapes-squares" / "autoencoder.safetensors")):
         cfg["weights"] = {"transformer": str((out / "generator-labels-4" / "transformer.safetensors").resolve()),
                           "vae": str(vae.resolve())}
