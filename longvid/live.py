@@ -33,8 +33,8 @@ import yaml
 from longvid.errors import LongvidError
 from longvid.frames import Frame
 from longvid.timeline import (
-    MAX_PROMPT_CHARS, Prompt, Timeline, _check_text, seconds_to_pixel_frame, latent_frame_to_seconds,
-    latent_frames_for,
+    MAX_PROMPT_CHARS, Prompt, Timeline, _check_text, latent_frame_to_seconds, latent_frames_for,
+    seconds_to_pixel_frame,
 )
 
 FPS_WINDOW_SECONDS = 2.0  # the fps shown is measured over the last this many seconds

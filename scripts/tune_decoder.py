@@ -155,7 +155,6 @@ def mixed_loss(y: torch.Tensor, x: torch.Tensor, n_true: int, args) -> tuple[tor
     return (loss_gen * n_gen + loss_true * n_true) / len(y), loss_gen, loss_true
 
 
-
 def object_windows(seen: torch.Tensor, truth: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Windows of `size` x `size` pixels of silhouettes (N, 1, F, H, W), one per sample, centred
     on the true object's mean position over the block and kept inside the frame -> (seen, truth)
@@ -193,6 +192,7 @@ def outline_losses(y: torch.Tensor, x: torch.Tensor, classes: torch.Tensor, judg
         return loss, None
     fake, cls = video_frames(seen, classes[keep])
     return loss, (fake, video_frames(sil, classes[keep])[0], cls)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
