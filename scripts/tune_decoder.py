@@ -179,8 +179,10 @@ def outline_losses(y: torch.Tensor, x: torch.Tensor, classes: torch.Tensor, judg
     """The outline terms of decoded y against true pixels x (B, 3, F, H, W): silhouettes as
     `longvid eval` reads them, windowed around the object, of the `judged` (B,) samples whose
     object stands out from its background -> (corner loss (0 without `corner_weight`), the
-    critic's (fake, real, classes) frames or None)."""
+    critic's (fake, real, classes) frames or None). With neither term on nothing is computed."""
     loss = y.new_zeros(())
+    if not corner_weight and critic is None:  # the older recipes: no silhouettes in their steps
+        return loss, None
     seen, sil, valid = silhouettes(y, x)
     keep = valid & judged
     if not keep.any():
