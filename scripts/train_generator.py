@@ -71,8 +71,12 @@ leaves them, and the model is still asked for the true next block. A one-block p
 the true context bounces almost as the world does, but free-running rollouts round the bounces
 (docs/training.md, "Session 39"): this shows the model its own blocks in the window. Tried in
 session 39 with the true block as the target, it made motion worse on every timeline (a window
-that has drifted from the truth teaches the model to hedge); it is kept, off by default, for a
-target that continues the model's own window (a distribution-level loss).
+that has drifted from the truth teaches the model to hedge). `--own-window-mse 0` with
+`--adv-weight` is that target: the rolled samples leave the flow loss, the sampler takes their
+block to the last level (the x0 the viewer sees, gradient through the last step as in
+Self-Forcing) and the latent critic alone judges it, behind the model's own frame, against true
+blocks behind true frames: a distribution-level loss that asks the block to continue the model's
+own window as the world would, not to return to the true path.
 
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
@@ -539,6 +543,28 @@ def sample_target(model, x0: torch.Tensor, target: torch.Tensor, steps_t: list[f
     return xh, first
 
 
+def rolled_samples(target: torch.Tensor, window_first: torch.Tensor, blocks: int) -> torch.Tensor:
+    """(B,) bool: the samples whose window holds `blocks` whole blocks before the target, the ones
+    `own_window` rolls (the others keep their true window)."""
+    return (target_start(target) - window_first) >= blocks * int(target[0].sum())
+
+
+def rolled_terms(rolled: torch.Tensor, x_rolled: torch.Tensor, x0: torch.Tensor, mse_weight: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """For `--own-window-mse`: the latents the critic sees before each target block (the model's
+    own window `x_rolled` for the rolled samples (B,), the true `x0` for the others) and each
+    sample's weight in the flow loss (B, 1): `mse_weight` where rolled, 1 elsewhere."""
+    before = torch.where(rolled[:, None, None, None, None], x_rolled, x0)
+    return before, torch.where(rolled, float(mse_weight), 1.0)[:, None]
+
+
+def rollout_levels(last: torch.Tensor, rolled: torch.Tensor, n_levels: int, rng: np.random.Generator) -> torch.Tensor:
+    """Each sample's inference level (index into the sampler's timesteps) for a rollout step: the
+    last one for `last` and `rolled` samples (B,), one drawn uniformly for the rest."""
+    drawn = torch.from_numpy(rng.integers(n_levels, size=len(last)))
+    return torch.where(last | rolled, n_levels - 1, drawn)
+
+
 @torch.no_grad()
 def own_window(model, x: torch.Tensor, target: torch.Tensor, window_first: torch.Tensor, blocks: int,
                steps_t: list[float], flow: FlowMatch, generator: torch.Generator | None = None,
@@ -553,7 +579,7 @@ def own_window(model, x: torch.Tensor, target: torch.Tensor, window_first: torch
     k = int(target[0].sum())
     first = target_start(target)
     slots = torch.arange(target.shape[1])
-    rolled = (first - window_first) >= blocks * k
+    rolled = rolled_samples(target, window_first, blocks)
     for j in range(blocks, 0, -1):  # the block j blocks before the target, oldest first
         block = rolled[:, None] & (slots >= (first - j * k)[:, None]) & (slots < (first - (j - 1) * k)[:, None])
         made, _ = sample_target(model, x, block, steps_t, flow, generator, **forward)
@@ -688,6 +714,11 @@ def main() -> None:
                          "blocks of each window are the model's own, made by the sampler block by block "
                          "(own_window), as a rollout leaves them; the target stays the true block")
     ap.add_argument("--own-window-prob", type=float, default=0.5)
+    ap.add_argument("--own-window-mse", type=float, default=1.0, metavar="W",
+                    help="weight of the flow loss on the samples whose window was rolled: the true block no "
+                         "longer continues a window that drifted, so 0 leaves them to the critic alone "
+                         "(--adv-weight), which then judges only them: their last-level sample behind the "
+                         "model's own frame")
     ap.add_argument("--adv-weight", type=float, default=0.0,
                     help="weight of the critic's (hinge) loss on the target block's x0; 0 = no critic")
     ap.add_argument("--adv-from", type=int, default=100,
@@ -751,6 +782,11 @@ def main() -> None:
         raise SystemExit("--deepen grows trained weights: name them with --init-from")
     if args.widen_latents and not args.init_from:
         raise SystemExit("--widen-latents grows trained weights: name them with --init-from")
+    if args.own_window_mse != 1.0 and not args.own_window:
+        raise SystemExit("--own-window-mse weighs the samples whose window was rolled: add --own-window BLOCKS")
+    if args.own_window_mse < 1.0 and not args.adv_weight:
+        raise SystemExit(f"--own-window-mse {args.own_window_mse:g} takes the rolled samples out of the flow loss, "
+                         "and without a critic nothing else teaches them: add --adv-weight (0.1 for a start)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -882,15 +918,20 @@ def main() -> None:
             x_clean = torch.where(context, x0_hat, x0)
         else:
             x_clean = x0
+        rolled = torch.zeros(B, dtype=torch.bool)
         if own:  # the window's last blocks: the model's own
+            rolled = rolled_samples(target, starts.clamp(max=S), args.own_window)
             with autocast:
                 x_clean = own_window(forward, x_clean, target, starts.clamp(max=S), args.own_window, steps_t, flow,
                                      torch.Generator().manual_seed(int(rng.integers(2**31))), text=ctx_text,
                                      frame_positions=positions, frame_mask=masks).float()
+        before, sample_weight = rolled_terms(rolled, x_clean, x0, args.own_window_mse)  # before blurring
         x_clean = blur_context(x_clean, target, args.context_blur)
-        rollout = step >= args.self_context_from and rng.random() < args.rollout_prob
+        # With the critic, a rolled sample's target is the engine's last-level sample, the x0 a viewer sees.
+        judge_rolled = bool(rolled.any()) and critic is not None
+        rollout = judge_rolled or (step >= args.self_context_from and rng.random() < args.rollout_prob)
         if rollout:  # each sample's target at an inference level, reached by the sampler below
-            levels = torch.where(last, len(steps_t) - 1, torch.from_numpy(rng.integers(len(steps_t), size=B)))
+            levels = rollout_levels(last, rolled & judge_rolled, len(steps_t), rng)
             t = torch.where(target, torch.tensor(steps_t, dtype=torch.float32)[levels][:, None], 0.0)
         sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
         x_in = (1 - sigma_map) * x_clean + sigma_map * noise
@@ -907,7 +948,7 @@ def main() -> None:
         v_target = torch.where(context, noise - x0, velocity_target(x_in, x0, sigma_map.clamp_min(1e-3)))
         err = ((pred - v_target).pow(2) * object_weight(x0, args.object_weight)
                * channel_weight[None, :, None, None, None]).mean(dim=(1, 3, 4))
-        loss = (err * target).sum() / target.sum()
+        loss = (err * target * sample_weight).sum() / target.sum()
         x0_hat = flow.to_x0(x_in, pred, t)  # what the pixel, shape and critic losses judge
         loss_pixel = loss_padv = loss_pcritic = torch.zeros(())
         if args.pixel_weight:
@@ -951,10 +992,13 @@ def main() -> None:
             logits = probe(frames.transpose(1, 2).flatten(0, 1))
             shapes = target_shapes(data, clips, seg_of_slot, target)
             loss_shape = torch.nn.functional.cross_entropy(logits, shapes.repeat_interleave(k))
-        if critic is not None:
-            text_vec = embeds[index[torch.arange(B), target_start(target)]].mean(dim=1)
-            fake = critic_blocks(x0_hat, x0, target, k)
-            real = critic_blocks(x0, x0, target, k)
+        # Under --own-window-mse the critic judges the rolled samples only (none: no critic this step).
+        judge = rolled if args.own_window_mse != 1.0 else torch.ones(B, dtype=torch.bool)
+        critic_on = critic is not None and bool(judge.any())
+        if critic_on:
+            text_vec = embeds[index[torch.arange(B), target_start(target)]].mean(dim=1)[judge]
+            fake = critic_blocks(x0_hat, before, target, k)[judge]
+            real = critic_blocks(x0, x0, target, k)[judge]
             if step >= args.adv_from:
                 critic.requires_grad_(False)
                 loss_adv = -critic(fake, text_vec).mean()
@@ -965,7 +1009,7 @@ def main() -> None:
          + args.corner_weight * loss_corner).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if critic is not None:  # hinge loss: true blocks above +1, the model's below -1
+        if critic_on:  # hinge loss: true blocks above +1, the model's below -1
             loss_critic = (torch.relu(1 - critic(real, text_vec)).mean()
                            + torch.relu(1 + critic(fake.detach(), text_vec)).mean())
             opt_critic.zero_grad(set_to_none=True)

@@ -1581,3 +1581,47 @@ def test_aligned_switches_are_refused_where_no_shape_batches_are_drawn(tmp_path)
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "--aligned-switches is for autoencoders with shape channels" in done.stderr
     assert not (tmp_path / "ae.safetensors").exists()
+
+
+def test_rolled_samples_leave_the_flow_loss_and_meet_the_critic_behind_their_own_window():
+    """`--own-window-mse 0 --adv-weight`: the samples whose window was rolled are judged only by
+    the critic, at the last level, behind the model's own frame; the others keep the true frame,
+    the flow loss and their drawn level."""
+    from train_generator import rolled_samples, rolled_terms, rollout_levels
+
+    target = torch.zeros(3, 12, dtype=torch.bool)
+    target[0, 9:] = True  # window 3-8: two blocks
+    target[1, 6:9] = True  # window 3-5: one block
+    target[2, 9:] = True
+    window_first = torch.tensor([3, 3, 6])  # sample 2's window holds one block
+    rolled = rolled_samples(target, window_first, 2)
+    assert rolled.tolist() == [True, False, False]
+
+    x_rolled, x0 = torch.ones(3, 1, 12, 2, 2), torch.zeros(3, 1, 12, 2, 2)
+    before, weight = rolled_terms(rolled, x_rolled, x0, 0.0)
+    assert torch.equal(before[0], x_rolled[0]) and torch.equal(before[1:], x0[1:])
+    assert weight.flatten().tolist() == [0.0, 1.0, 1.0]
+    assert rolled_terms(rolled, x_rolled, x0, 0.25)[1].flatten().tolist() == [0.25, 1.0, 1.0]
+
+    n = 400
+    last = torch.zeros(n, dtype=torch.bool)
+    last[:100] = True
+    many = torch.zeros(n, dtype=torch.bool)
+    many[100:200] = True
+    levels = rollout_levels(last, many, 4, np.random.default_rng(0))
+    assert (levels[:200] == 3).all()  # the last level: asked for, or rolled
+    assert set(levels[200:].tolist()) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--own-window-mse", "0"], "add --own-window BLOCKS"),
+    (["--own-window", "2", "--own-window-mse", "0"], "add --adv-weight"),
+])
+def test_own_window_mse_is_refused_where_it_cannot_teach(tmp_path, extra, message):
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_generator.py"
+    done = subprocess.run([sys.executable, str(script), *extra, "--run", str(tmp_path / "run"), "--steps", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()
