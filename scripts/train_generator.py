@@ -472,6 +472,16 @@ def critic_blocks(x: torch.Tensor, before: torch.Tensor, target: torch.Tensor, k
     return torch.cat([prev[:, :, None], target_frames(x, target, k)], dim=2)
 
 
+def critic_pairs(x0_hat: torch.Tensor, x0: torch.Tensor, before: torch.Tensor, target: torch.Tensor, k: int,
+                 judge: torch.Tensor, with_before: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the latent critic judges of the samples `judge` (B,): the model's block behind
+    `before`'s frame and the true block behind the true frame (`critic_blocks`), or, without
+    `with_before`, the two blocks alone -> (fake, real) (N, C, k + 1 or k, h, w)."""
+    seen = slice(0 if with_before else 1, None)
+    return (critic_blocks(x0_hat, before, target, k)[judge][:, :, seen],
+            critic_blocks(x0, x0, target, k)[judge][:, :, seen])
+
+
 def target_shapes(data: Data, clips, seg_of_slot: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The prompted shape (index into SHAPES) of each sample's target block (B,)."""
     first = target_start(target)
@@ -721,6 +731,10 @@ def main() -> None:
                          "model's own frame")
     ap.add_argument("--adv-weight", type=float, default=0.0,
                     help="weight of the critic's (hinge) loss on the target block's x0; 0 = no critic")
+    ap.add_argument("--critic-before", action=argparse.BooleanOptionalAction, default=True,
+                    help="the latent critic sees the frame before the block as well as the block; with "
+                         "--own-window-mse, --no-critic-before keeps it from telling the model's own window "
+                         "from the true one, which the model cannot change")
     ap.add_argument("--adv-from", type=int, default=100,
                     help="steps the critic trains alone before the model feels it")
     ap.add_argument("--critic-lr", type=float, default=2e-4)
@@ -997,8 +1011,7 @@ def main() -> None:
         critic_on = critic is not None and bool(judge.any())
         if critic_on:
             text_vec = embeds[index[torch.arange(B), target_start(target)]].mean(dim=1)[judge]
-            fake = critic_blocks(x0_hat, before, target, k)[judge]
-            real = critic_blocks(x0, x0, target, k)[judge]
+            fake, real = critic_pairs(x0_hat, x0, before, target, k, judge, args.critic_before)
             if step >= args.adv_from:
                 critic.requires_grad_(False)
                 loss_adv = -critic(fake, text_vec).mean()

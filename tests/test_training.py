@@ -1625,3 +1625,24 @@ def test_own_window_mse_is_refused_where_it_cannot_teach(tmp_path, extra, messag
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and message in done.stderr, done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_critic_pairs_hold_the_judged_samples_with_or_without_the_frame_before():
+    """`--no-critic-before`: the critic sees the blocks alone, so it cannot tell the model's own
+    window from the true one; with it, the model's block stands behind `before`'s frame and the
+    true block behind the true frame."""
+    from train_generator import Critic, critic_pairs
+
+    B, C, slots, k = 3, 2, 7, 3
+    x0 = torch.arange(B * C * slots, dtype=torch.float32).reshape(B, C, slots, 1, 1).expand(B, C, slots, 2, 2)
+    x0_hat, before = x0 + 1000, -x0
+    target = torch.zeros(B, slots, dtype=torch.bool)
+    target[:, 4:7] = True
+    judge = torch.tensor([True, False, True])
+    fake, real = critic_pairs(x0_hat, x0, before, target, k, judge, True)
+    assert fake.shape == real.shape == (2, C, k + 1, 2, 2)
+    assert torch.equal(fake[:, :, 0], before[[0, 2], :, 3]) and torch.equal(real[:, :, 0], x0[[0, 2], :, 3])
+    assert torch.equal(fake[:, :, 1:], x0_hat[[0, 2], :, 4:7]) and torch.equal(real[:, :, 1:], x0[[0, 2], :, 4:7])
+    fake, real = critic_pairs(x0_hat, x0, before, target, k, judge, False)
+    assert torch.equal(fake, x0_hat[[0, 2], :, 4:7]) and torch.equal(real, x0[[0, 2], :, 4:7])
+    assert Critic(channels=C, text_dim=5, width=8)(torch.randn(2, C, k, 16, 16), torch.randn(2, 5)).shape == (2, 1, k, 4, 4)
