@@ -94,8 +94,8 @@ import glob
 import numpy as np
 import torch
 
-from trainutil import (REPO, Run, edge_loss, load_probe, motion_loss, object_pixel_weight, parse_motion_values,
-                       random_blur, warmup_cosine)
+from trainutil import (REPO, Run, edge_loss, hinge_critic_loss, load_probe, motion_loss, object_pixel_weight,
+                       parse_motion_values, random_blur, warmup_cosine)
 
 from longvid.api import cpu_has_native_bf16
 from longvid.cache import frame_mask
@@ -1023,8 +1023,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if critic_on:  # hinge loss: true blocks above +1, the model's below -1
-            loss_critic = (torch.relu(1 - critic(real, text_vec)).mean()
-                           + torch.relu(1 + critic(fake.detach(), text_vec)).mean())
+            loss_critic = hinge_critic_loss(critic(real, text_vec), critic(fake.detach(), text_vec))
             opt_critic.zero_grad(set_to_none=True)
             loss_critic.backward()
             opt_critic.step()
@@ -1032,8 +1031,7 @@ def main() -> None:
             fake, real, cls = judged_frames
             fake = fake.detach()
             for _ in range(args.critic_steps):
-                loss_pcritic = (torch.relu(1 - pixel_critic(real, cls)).mean()
-                                + torch.relu(1 + pixel_critic(fake, cls)).mean())
+                loss_pcritic = hinge_critic_loss(pixel_critic(real, cls), pixel_critic(fake, cls))
                 opt_pixel_critic.zero_grad(set_to_none=True)
                 loss_pcritic.backward()
                 opt_pixel_critic.step()

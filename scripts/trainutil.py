@@ -95,6 +95,12 @@ def warmup_cosine(step: int, base_lr: float, total: int, warmup: int, floor: flo
     return base_lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * p)))
 
 
+def hinge_critic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """A critic's hinge loss: true samples' logits pushed above +1, the model's below -1 (the
+    model's own adversarial loss is then -fake_logits.mean())."""
+    return torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
+
+
 def object_pixel_weight(x: torch.Tensor, object_weight: float, halo_weight: float = 0.0,
                         halo_px: int = 4) -> torch.Tensor:
     """Per-pixel loss weight (B, 1, F, H, W) of video x (B, 3, F, H, W): `object_weight` where a

@@ -54,7 +54,7 @@ from prepare_latents import TF, label_maps, sample_clip
 from train_autoencoder import augment_latents, hedge_maps, hedge_problem, normalised_maps, raw_maps
 from train_generator import (CaptionBank, Data, PixelCritic, build_batch, corner_loss, crop_box, prompt_context,
                              sample_target, sampler_setup, silhouettes, target_shapes, target_start, video_frames)
-from trainutil import REPO, Run, edge_loss, motion_loss, object_pixel_weight, warmup_cosine
+from trainutil import REPO, Run, edge_loss, hinge_critic_loss, motion_loss, object_pixel_weight, warmup_cosine
 
 from longvid.config import load_config, weight_path
 from longvid.loading import load_autoencoder, load_into, load_minilm, read_state_dict, save_autoencoder
@@ -358,7 +358,7 @@ def main() -> None:
         opt.step()
         if frames is not None:  # hinge loss: true silhouettes above +1, decoded ones below -1
             fake, real, cls = frames
-            loss_critic = torch.relu(1 - critic(real, cls)).mean() + torch.relu(1 + critic(fake.detach(), cls)).mean()
+            loss_critic = hinge_critic_loss(critic(real, cls), critic(fake.detach(), cls))
             opt_critic.zero_grad(set_to_none=True)
             loss_critic.backward()
             opt_critic.step()

@@ -1646,3 +1646,11 @@ def test_critic_pairs_hold_the_judged_samples_with_or_without_the_frame_before()
     fake, real = critic_pairs(x0_hat, x0, before, target, k, judge, False)
     assert torch.equal(fake, x0_hat[[0, 2], :, 4:7]) and torch.equal(real, x0[[0, 2], :, 4:7])
     assert Critic(channels=C, text_dim=5, width=8)(torch.randn(2, C, k, 16, 16), torch.randn(2, 5)).shape == (2, 1, k, 4, 4)
+
+
+def test_hinge_critic_loss_is_zero_only_past_the_margins():
+    from trainutil import hinge_critic_loss
+
+    assert float(hinge_critic_loss(torch.tensor([1.0, 3.0]), torch.tensor([-1.0, -2.0]))) == 0.0
+    # true logits 0 and fakes at +1: each side misses its margin (1 and 2 on average)
+    assert float(hinge_critic_loss(torch.tensor([0.0]), torch.tensor([1.0]))) == pytest.approx(3.0)
