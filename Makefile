@@ -50,7 +50,7 @@ soak: install
 	$(BIN)/python scripts/soak.py --minutes 10 --out runs/soak
 
 # The built-in models from nothing: the base (configs/longvid-shapes.yaml), then the default label
-# model grown from it (about 12.7 hours; resumable: run it again after a stop). docs/training.md
+# model grown from it (about 12.9 hours; resumable: run it again after a stop). docs/training.md
 retrain: install
 	$(BIN)/python scripts/retrain.py --out runs/retrain
 

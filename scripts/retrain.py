@@ -34,8 +34,9 @@ that base by the commands of docs/training.md "Session 27" to "Session 37", in o
     at switches, then a decoder-only round (the default until session 38);
 12. `decoder-wholeframe`, `decoder-noise-5`: tuned once more on the generator's blocks, over whole
     frames, then a last decoder-only round (the default from session 38 to 39);
-13. `decoder-outline-1` ... `-3`: three more tuning rounds over whole frames with the outline terms
-    (`--corner-weight`, `--adv-weight`: the committed `autoencoder-labels`, since session 40).
+13. `decoder-outline-1` ... `-4`: four more tuning rounds over whole frames with the outline terms
+    (`--corner-weight`, `--adv-weight`; three in session 40, a fourth in session 41: the committed
+    `autoencoder-labels`).
 
 A stage is done when its output file exists; a stage that was interrupted resumes from its run
 directory's checkpoint (every training script checkpoints), so after a stop the same command
@@ -185,8 +186,11 @@ def label_stages(out: Path, threads: int, compile_model: bool) -> list[Stage]:
         outline("decoder-outline-1", "decoder-noise-5", "93"),
         outline("decoder-outline-2", "decoder-outline-1", "94"),
         outline("decoder-outline-3", "decoder-outline-2", "95"),
+        outline(FINAL_DECODER, "decoder-outline-3", "96"),  # session 41: a fourth round
     ]
 
+
+FINAL_DECODER = "decoder-outline-4"  # the label chain's last stage: the committed autoencoder-labels
 
 SMOKE = {"--steps": "3", "--full-steps": "1", "--clips": "50", "--batch": "4", "--eval-samples": "4"}
 
@@ -220,7 +224,7 @@ def write_label_configs(out: Path) -> Path:
     (`labels-train.yaml`: its vae is the shape-channel autoencoder, read for its channels)."""
     cfg = yaml.safe_load(LABELS_CONFIG.read_text())
     final = out / "longvid-shapes-labels.yaml"
-    for path, vae in ((final, out / "decoder-outline-3" / "autoencoder.safetensors"),
+    for path, vae in ((final, out / FINAL_DECODER / "autoencoder.safetensors"),
                       (out / "labels-train.yaml", out / "autoencoder-shapes-squares" / "autoencoder.safetensors")):
         cfg["weights"] = {"transformer": str((out / "generator-labels-4" / "transformer.safetensors").resolve()),
                           "vae": str(vae.resolve())}

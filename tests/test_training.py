@@ -1341,7 +1341,7 @@ def test_retrain_grows_the_label_model_from_its_own_base_and_never_from_committe
     assert names[5:] == ["autoencoder-shapes", "autoencoder-shapes-squares", "latents-labels", "autoencoder-labels",
                          *[f"generator-labels-{i}" for i in range(1, 5)], *[f"decoder-noise-{i}" for i in range(1, 4)],
                          *[f"decoder-tune-{i}" for i in range(1, 5)], "decoder-noise-4", "decoder-wholeframe",
-                         "decoder-noise-5", *[f"decoder-outline-{i}" for i in range(1, 4)]]
+                         "decoder-noise-5", *[f"decoder-outline-{i}" for i in range(1, 5)]]
     written = {str(s.output) for s in todo} | {str(s.output.parent / "transformer.safetensors") for s in todo}
     written |= {str(tmp_path / "longvid-shapes-labels.yaml"), str(tmp_path / "labels-train.yaml")}
     for i, stage in enumerate(todo):
@@ -1363,7 +1363,7 @@ def test_retrain_grows_the_label_model_from_its_own_base_and_never_from_committe
     assert noise5[noise5.index("--init") + 1] == str(tmp_path / "decoder-wholeframe" / "autoencoder.safetensors")
     assert "--decoder-only" in noise5 and noise5[noise5.index("--seed") + 1] == "71"
     for name, init in (("decoder-outline-1", "decoder-noise-5"), ("decoder-outline-2", "decoder-outline-1"),
-                       ("decoder-outline-3", "decoder-outline-2")):
+                       ("decoder-outline-3", "decoder-outline-2"), ("decoder-outline-4", "decoder-outline-3")):
         argv = todo[names.index(name)].argv
         assert argv[argv.index("--autoencoder") + 1] == str(tmp_path / init / "autoencoder.safetensors")
         assert argv[argv.index("--corner-weight") + 1] == "20" and argv[argv.index("--adv-weight") + 1] == "0.15"
@@ -1377,7 +1377,7 @@ def test_retrain_grows_the_label_model_from_its_own_base_and_never_from_committe
     builtin = load_config("configs/longvid-shapes-labels.yaml")
     assert cfg.model == builtin.model and cfg.vae.latent_channels == 19
     assert cfg.weights.transformer == str((tmp_path / "generator-labels-4" / "transformer.safetensors").resolve())
-    assert cfg.weights.vae == str((tmp_path / "decoder-outline-3" / "autoencoder.safetensors").resolve())
+    assert cfg.weights.vae == str((tmp_path / "decoder-outline-4" / "autoencoder.safetensors").resolve())
     train = load_config(tmp_path / "labels-train.yaml")
     assert train.weights.vae == str((tmp_path / "autoencoder-shapes-squares" / "autoencoder.safetensors").resolve())
 
