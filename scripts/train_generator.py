@@ -75,8 +75,10 @@ that has drifted from the truth teaches the model to hedge). `--own-window-mse 0
 `--adv-weight` is that target: the rolled samples leave the flow loss, the sampler takes their
 block to the last level (the x0 the viewer sees, gradient through the last step as in
 Self-Forcing) and the latent critic alone judges it, behind the model's own frame, against true
-blocks behind true frames: a distribution-level loss that asks the block to continue the model's
-own window as the world would, not to return to the true path.
+blocks behind true frames (`--no-critic-before`: the blocks alone): a distribution-level loss
+that asks the block to continue the model's own window as the world would, not to return to the
+true path. Tried in session 41, with the frame before and without, it did not straighten the
+bounces (docs/training.md, "Session 41").
 
 `--rollout-prob` trains, on that share of steps, from the states the engine's own few-step
 sampler reaches (Self-Forcing's idea inside a block): the target block starts as pure noise and
@@ -939,13 +941,14 @@ def main() -> None:
                 x_clean = own_window(forward, x_clean, target, starts.clamp(max=S), args.own_window, steps_t, flow,
                                      torch.Generator().manual_seed(int(rng.integers(2**31))), text=ctx_text,
                                      frame_positions=positions, frame_mask=masks).float()
-        before, sample_weight = rolled_terms(rolled, x_clean, x0, args.own_window_mse)  # before blurring
+        # --own-window-mse (not 1): the rolled samples are the critic's, at the engine's last level
+        # (the x0 a viewer sees), behind their own window; at 1 they train as any other sample.
+        for_critic = rolled if args.own_window_mse != 1.0 and critic is not None else torch.zeros_like(rolled)
+        before, sample_weight = rolled_terms(for_critic, x_clean, x0, args.own_window_mse)  # before blurring
         x_clean = blur_context(x_clean, target, args.context_blur)
-        # With the critic, a rolled sample's target is the engine's last-level sample, the x0 a viewer sees.
-        judge_rolled = bool(rolled.any()) and critic is not None
-        rollout = judge_rolled or (step >= args.self_context_from and rng.random() < args.rollout_prob)
+        rollout = bool(for_critic.any()) or (step >= args.self_context_from and rng.random() < args.rollout_prob)
         if rollout:  # each sample's target at an inference level, reached by the sampler below
-            levels = rollout_levels(last, rolled & judge_rolled, len(steps_t), rng)
+            levels = rollout_levels(last, for_critic, len(steps_t), rng)
             t = torch.where(target, torch.tensor(steps_t, dtype=torch.float32)[levels][:, None], 0.0)
         sigma_map = torch.where(target, flow.sigma(t), ctx_level)[:, None, :, None, None]
         x_in = (1 - sigma_map) * x_clean + sigma_map * noise
@@ -1007,7 +1010,7 @@ def main() -> None:
             shapes = target_shapes(data, clips, seg_of_slot, target)
             loss_shape = torch.nn.functional.cross_entropy(logits, shapes.repeat_interleave(k))
         # Under --own-window-mse the critic judges the rolled samples only (none: no critic this step).
-        judge = rolled if args.own_window_mse != 1.0 else torch.ones(B, dtype=torch.bool)
+        judge = for_critic if args.own_window_mse != 1.0 else torch.ones(B, dtype=torch.bool)
         critic_on = critic is not None and bool(judge.any())
         if critic_on:
             text_vec = embeds[index[torch.arange(B), target_start(target)]].mean(dim=1)[judge]
