@@ -52,8 +52,9 @@ import torch
 from diag_generator import pixel_scores
 from prepare_latents import TF, label_maps, sample_clip
 from train_autoencoder import augment_latents, hedge_maps, hedge_problem, normalised_maps, raw_maps
-from train_generator import (CaptionBank, Data, PixelCritic, build_batch, corner_loss, crop_box, prompt_context,
-                             sample_target, sampler_setup, silhouettes, target_shapes, target_start, video_frames)
+from train_generator import (CaptionBank, Data, PixelCritic, build_batch, corner_loss, crop_box, motion_clip_weights,
+                             parse_oversample, prompt_context, sample_target, sampler_setup, silhouettes, target_shapes,
+                             target_start, video_frames)
 from trainutil import REPO, Run, edge_loss, hinge_critic_loss, motion_loss, object_pixel_weight, warmup_cosine
 
 from longvid.config import load_config, weight_path
@@ -117,6 +118,16 @@ def background_switch_weights(data: Data, share: float) -> np.ndarray | None:
     if not hits.any():
         raise SystemExit("--background-switch-share: no clip in --data switches its background")
     return np.full(data.n, (1.0 - share) / data.n) + share * hits / hits.sum()
+
+
+def draw_weights(*weights: np.ndarray | None) -> np.ndarray | None:
+    """Sampling probabilities over clips from several reasons to draw some clips more often (each
+    a probability vector, or None for uniform): their product, normalised (None if all are None)."""
+    given = [w for w in weights if w is not None]
+    if not given:
+        return None
+    product = np.prod(given, axis=0)
+    return product / product.sum()
 
 
 def augment_true(ae, z: torch.Tensor, noise: float, blur: float, shape_blur: float,
@@ -239,12 +250,16 @@ def main() -> None:
     ap.add_argument("--critic-lr", type=float, default=2e-4)
     ap.add_argument("--window", type=int, default=48,
                     help="pixels per side of the window around the object that the corner loss and the critic judge")
+    ap.add_argument("--oversample-motion", nargs="*", default=[], metavar="MOTION=FACTOR",
+                    help="draw clips with this motion FACTOR times as often, e.g. circling=3 (with "
+                         "--background-switch-share: both, multiplied)")
     ap.add_argument("--shard-seed", type=int, default=1, help="prepare_latents.py's --seed")
     ap.add_argument("--shard-size", type=int, default=50, help="prepare_latents.py's --shard-size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-samples", type=int, default=96, help="teacher-forced blocks scored at the end")
     args = ap.parse_args()
+    factors = parse_oversample(args.oversample_motion)  # a typo fails before any data is loaded
     for name in ("true_share", "switch_share", "background_switch_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             ap.error(f"--{name.replace('_', '-')} is a share of the samples: give a number from 0 to 1")
@@ -293,7 +308,8 @@ def main() -> None:
     run.log(f"{data.n} clips; generator {gen_path}; decoder from {args.autoencoder or cfg.weights.vae}; "
             f"replay check {worst:.4f}; sampler timesteps {[round(t, 1) for t in steps_t]}")
     positions = torch.arange(S + W + k)
-    clip_weights = background_switch_weights(data, args.background_switch_share)
+    clip_weights = draw_weights(background_switch_weights(data, args.background_switch_share),
+                                motion_clip_weights(data, factors) if factors else None)
 
     def draw(batch: int):
         """Teacher-forced samples whose block has `--warmup` frames before it -> latents to decode

@@ -1654,3 +1654,13 @@ def test_hinge_critic_loss_is_zero_only_past_the_margins():
     assert float(hinge_critic_loss(torch.tensor([1.0, 3.0]), torch.tensor([-1.0, -2.0]))) == 0.0
     # true logits 0 and fakes at +1: each side misses its margin (1 and 2 on average)
     assert float(hinge_critic_loss(torch.tensor([0.0]), torch.tensor([1.0]))) == pytest.approx(3.0)
+
+
+def test_tune_decoder_draw_weights_multiply_the_reasons_to_draw_a_clip():
+    from tune_decoder import draw_weights
+
+    assert draw_weights(None, None) is None
+    only = np.array([0.5, 0.25, 0.25])
+    assert np.allclose(draw_weights(only, None), only)
+    both = draw_weights(np.array([0.5, 0.25, 0.25]), np.array([0.2, 0.2, 0.6]))
+    assert np.allclose(both, np.array([0.1, 0.05, 0.15]) / 0.3) and both.sum() == pytest.approx(1.0)
