@@ -561,12 +561,12 @@ def rolled_samples(target: torch.Tensor, window_first: torch.Tensor, blocks: int
     return (target_start(target) - window_first) >= blocks * int(target[0].sum())
 
 
-def rolled_terms(rolled: torch.Tensor, x_rolled: torch.Tensor, x0: torch.Tensor, mse_weight: float
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def rolled_terms(rolled: torch.Tensor, for_critic: torch.Tensor, x_rolled: torch.Tensor, x0: torch.Tensor,
+                 mse_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """For `--own-window-mse`: the latents the critic sees before each target block (the model's
-    own window `x_rolled` for the rolled samples (B,), the true `x0` for the others) and each
-    sample's weight in the flow loss (B, 1): `mse_weight` where rolled, 1 elsewhere."""
-    before = torch.where(rolled[:, None, None, None, None], x_rolled, x0)
+    own window `x_rolled` for the samples `for_critic` (B,), the true `x0` for the others) and
+    each sample's weight in the flow loss (B, 1): `mse_weight` where `rolled`, 1 elsewhere."""
+    before = torch.where(for_critic[:, None, None, None, None], x_rolled, x0)
     return before, torch.where(rolled, float(mse_weight), 1.0)[:, None]
 
 
@@ -944,7 +944,7 @@ def main() -> None:
         # --own-window-mse (not 1): the rolled samples are the critic's, at the engine's last level
         # (the x0 a viewer sees), behind their own window; at 1 they train as any other sample.
         for_critic = rolled if args.own_window_mse != 1.0 and critic is not None else torch.zeros_like(rolled)
-        before, sample_weight = rolled_terms(for_critic, x_clean, x0, args.own_window_mse)  # before blurring
+        before, sample_weight = rolled_terms(rolled, for_critic, x_clean, x0, args.own_window_mse)  # before blurring
         x_clean = blur_context(x_clean, target, args.context_blur)
         rollout = bool(for_critic.any()) or (step >= args.self_context_from and rng.random() < args.rollout_prob)
         if rollout:  # each sample's target at an inference level, reached by the sampler below

@@ -1598,10 +1598,13 @@ def test_rolled_samples_leave_the_flow_loss_and_meet_the_critic_behind_their_own
     assert rolled.tolist() == [True, False, False]
 
     x_rolled, x0 = torch.ones(3, 1, 12, 2, 2), torch.zeros(3, 1, 12, 2, 2)
-    before, weight = rolled_terms(rolled, x_rolled, x0, 0.0)
+    before, weight = rolled_terms(rolled, rolled, x_rolled, x0, 0.0)
     assert torch.equal(before[0], x_rolled[0]) and torch.equal(before[1:], x0[1:])
     assert weight.flatten().tolist() == [0.0, 1.0, 1.0]
-    assert rolled_terms(rolled, x_rolled, x0, 0.25)[1].flatten().tolist() == [0.25, 1.0, 1.0]
+    assert rolled_terms(rolled, rolled, x_rolled, x0, 0.25)[1].flatten().tolist() == [0.25, 1.0, 1.0]
+    # without a critic (--own-window-mse above 1 is allowed then) the weight still applies
+    before, weight = rolled_terms(rolled, torch.zeros_like(rolled), x_rolled, x0, 2.0)
+    assert torch.equal(before, x0) and weight.flatten().tolist() == [2.0, 1.0, 1.0]
 
     n = 400
     last = torch.zeros(n, dtype=torch.bool)
