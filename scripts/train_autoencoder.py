@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from trainutil import (REPO, Run, blur_latents, edge_loss, motion_loss, object_cover, parse_motion_values,
+from trainutil import (REPO, Run, blur_latents, edge_loss, motion_loss, object_cover, parse_focus, parse_motion_values,
                        random_blur, shape_maps, track_loss, warmup_cosine)
 
 from longvid.autoencoder import AutoencoderConfig, CausalAutoencoder
@@ -77,7 +77,8 @@ def _forced_motion(rng: np.random.Generator, forced: list[tuple[str, float]]) ->
 
 def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: int, crop: int,
                        swap_share: float, square_share: float = 0.0, stand_in_shape: str | None = None,
-                       aligned_switches: float = 0.0,
+                       aligned_switches: float = 0.0, focus: dict[str, object] | None = None,
+                       focus_share: float = 0.0,
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """For `--shape-channels`: `batch` clips (half of them switching mid-clip); each frame's
     shape (B, F) as an index into SHAPES, and the same for the stand-in (below); each pixel's object coverage (B, F, H, W) in [0, 1],
@@ -90,7 +91,10 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
     `--shape-labels`): every clip's stand-in is the same scene drawn with that shape throughout,
     `swap_share` is not used, and the coverage is the stand-in's. `aligned_switches` of the
     switching clips switch on a latent frame's first pixel frame (4j - 3), where the engine's
-    prompt switches always fall (they come with a block), so the decoder learns clean cuts there."""
+    prompt switches always fall (they come with a block), so the decoder learns clean cuts there.
+    `focus_share` of the clips are one unswitched scene with the attributes in `focus` (e.g.
+    {"shape": "square", "motion": "circling", "background": "gray"}), the rest of it drawn as
+    usual: a combination the decoder draws worst, far rarer than that in the world."""
     clips, stand_ins, shapes, stand_in_shapes, covers = [], [], [], [], []
     latent_frames = (frames + TF - 1) // TF
     aligned = aligned_switches > 0 and latent_frames > 2  # a latent frame start to switch on past the first
@@ -99,8 +103,11 @@ def sample_shape_batch(rng: np.random.Generator, batch: int, frames: int, size: 
         forced = square_share > 0 and rng.random() < square_share  # no draw at 0: old runs replay
         if forced:
             spec = dataclasses.replace(spec, shape="square")
+        focused = focus_share > 0 and rng.random() < focus_share  # no draw at 0: old runs replay
+        if focused:
+            spec = dataclasses.replace(spec, **focus)
         timeline = [(0, spec)]
-        if rng.random() < 0.5:
+        if not focused and rng.random() < 0.5:
             at = int(rng.integers(2, frames - 1))
             if aligned and rng.random() < aligned_switches:  # no draw at 0: old runs replay
                 at = TF * int(rng.integers(2, latent_frames)) - (TF - 1)
@@ -457,6 +464,11 @@ def main() -> None:
                     help="with --shape-channels: share of clips that are squares decoded over the old channels of "
                          "the same scene drawn as a circle or a triangle (before --swap-share of the rest): the "
                          "decoder learns a square's corners last (docs/training.md, session 28)")
+    ap.add_argument("--focus", nargs="*", default=[], metavar="ATTRIBUTE=VALUE",
+                    help="with shape channels: the scene that --focus-share of the clips show, e.g. shape=square "
+                         "motion=circling background=gray (docs/training.md, session 42)")
+    ap.add_argument("--focus-share", type=float, default=0.0, metavar="P",
+                    help="with --focus: the share of clips that are one unswitched scene with those attributes")
     ap.add_argument("--aligned-switches", type=float, default=0.0, metavar="P",
                     help="with shape channels: this share of the clips that switch do so on a latent frame's first "
                          "pixel frame, as the engine's switches do, so the decoder learns clean cuts there "
@@ -516,6 +528,7 @@ def main() -> None:
     if args.finetune and args.decoder_only:
         ap.error("--finetune trains the encoder too; --decoder-only freezes it: pick one")
     motion_share = parse_motion_share(ap, args.motion_share)
+    focus = parse_focus_option(ap, args.focus, args.focus_share)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.report:
@@ -576,6 +589,9 @@ def main() -> None:
     if args.aligned_switches and not kept:
         ap.error("--aligned-switches is for autoencoders with shape channels: add --shape-channels, or "
                  "--decoder-only on one")
+    if focus and not kept:
+        ap.error("--focus is for autoencoders with shape channels (use --motion-share otherwise): add "
+                 "--shape-channels, or --decoder-only on one")
     opt = torch.optim.AdamW(trained.parameters(), lr=args.lr, weight_decay=1e-4)
     start = run.resume(model=ae, opt=opt)
     rng = np.random.default_rng([args.seed, start])  # fresh but reproducible stream after resume
@@ -592,7 +608,8 @@ def main() -> None:
         if kept:
             x, stand_in, shapes, stand_in_shapes, cover = sample_shape_batch(
                 rng, batch, args.frames, args.size, crop, args.swap_share, args.square_share,
-                stand_in_shape="circle" if labels else None, aligned_switches=args.aligned_switches)
+                stand_in_shape="circle" if labels else None, aligned_switches=args.aligned_switches,
+                focus=focus, focus_share=args.focus_share)
         else:
             x = sample_batch(rng, batch, args.frames, args.size, crop, motion_share)
         for g in opt.param_groups:
@@ -659,6 +676,19 @@ def main() -> None:
     save_autoencoder(ae, args.out)
     run.log(f"exported {args.out}: latent mean {ae.latents_mean.tolist()} std {ae.latents_std.tolist()}; "
             f"held-out L1 {err:.4f} ({err * 127.5:.2f} grey levels); {report(ae, args.size)}")
+
+
+def parse_focus_option(ap: argparse.ArgumentParser, items: list[str], share: float) -> dict[str, object]:
+    """--focus and --focus-share, checked together: a usage error names the fix."""
+    try:
+        focus = parse_focus(items)
+    except ValueError as error:
+        ap.error(f"--focus {error}")
+    if not 0.0 <= share <= 1.0:
+        ap.error(f"--focus-share is a share of clips, in [0, 1]; got {share:g}")
+    if bool(focus) != bool(share):
+        ap.error("--focus names the scene and --focus-share how often it is drawn: give both, or neither")
+    return focus
 
 
 def parse_motion_share(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, float]:

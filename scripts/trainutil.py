@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from longvid.autoencoder import binomial_blur  # noqa: E402
+from longvid.errors import LongvidError  # noqa: E402
 from longvid.world import COLOURS, MOTIONS, SHAPES, SceneSpec, draw  # noqa: E402  (after the path: scripts/ run from anywhere)
 
 
@@ -225,6 +226,27 @@ def parse_motion_values(items: list[str], form: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"{item}: write {form}") from None
     return values
+
+
+def parse_focus(items: list[str]) -> dict[str, object]:
+    """The scripts' ATTRIBUTE=VALUE focus, e.g. ["shape=square", "background=gray"] -> {"shape":
+    "square", "background": "gray"}: attributes of `SceneSpec` that some draws are forced to. A
+    ValueError names the bad item and the fix."""
+    focus: dict[str, object] = {}
+    names = [f.name for f in dataclasses.fields(SceneSpec)]
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in names or not value:
+            raise ValueError(f"{item}: write ATTRIBUTE=VALUE with ATTRIBUTE one of {', '.join(names)}, "
+                             "e.g. shape=square")
+        if name in focus:
+            raise ValueError(f"{item}: {name} is named twice")
+        focus[name] = int(value) if name == "count" and value.isdigit() else value
+    try:
+        dataclasses.replace(SceneSpec(), **focus)
+    except LongvidError as error:
+        raise ValueError(str(error)) from None
+    return focus
 
 
 # A shape channel reads SHAPE_LEVEL where a cell is all object of its shape (before the latent

@@ -1583,6 +1583,60 @@ def test_aligned_switches_are_refused_where_no_shape_batches_are_drawn(tmp_path)
     assert not (tmp_path / "ae.safetensors").exists()
 
 
+def test_focus_draws_that_share_of_clips_as_one_unswitched_scene_and_leaves_old_streams_alone():
+    """`--focus shape=square motion=circling background=gray --focus-share P`: that share of the
+    shape batches shows the named scene, unswitched, its other attributes drawn as usual; at 0 the
+    clips are the ones drawn before; bad items are refused with the form named."""
+    from train_autoencoder import sample_shape_batch
+    from trainutil import parse_focus
+
+    from longvid.evaluate import detect_frame
+    from longvid.vae import to_uint8
+    from longvid.world import SHAPES
+
+    kw = dict(swap_share=0.0, stand_in_shape="circle")
+    plain = sample_shape_batch(np.random.default_rng(4), 6, 9, 64, 64, **kw)
+    again = sample_shape_batch(np.random.default_rng(4), 6, 9, 64, 64, **kw, focus={}, focus_share=0.0)
+    for a, b in zip(plain, again):
+        assert torch.equal(a, b)
+    focus = parse_focus(["shape=square", "background=gray", "motion=still"])
+    assert focus == {"shape": "square", "background": "gray", "motion": "still"}
+    x, _, shapes, _, _ = sample_shape_batch(np.random.default_rng(4), 6, 9, 128, 128, **kw, focus=focus,
+                                            focus_share=1.0)
+    assert (shapes == SHAPES.index("square")).all()  # no clip switches away from the square
+    for b in range(6):
+        frames = to_uint8(x[b : b + 1])
+        first, last = detect_frame(frames[0]), detect_frame(frames[-1])
+        assert first.background == last.background == "gray" and first.shape == "square"
+        assert np.allclose(first.objects[0].centroid, last.objects[0].centroid)  # still
+    some = sample_shape_batch(np.random.default_rng(4), 200, 5, 8, 8, **kw, focus={"shape": "triangle"},
+                              focus_share=0.5)[2]
+    triangles = float((some[:, 0] == SHAPES.index("triangle")).float().mean())
+    assert 0.55 < triangles < 0.8, triangles  # 0.5 forced + a third of the rest
+    assert parse_focus(["count=1"]) == {"count": 1}
+    for bad, words in ((["shape=hexagon"], "unknown shape"), (["hue=red"], "ATTRIBUTE=VALUE"),
+                       (["size=small", "size=large"], "named twice"), (["motion"], "ATTRIBUTE=VALUE")):
+        with pytest.raises(ValueError, match=words):
+            parse_focus(bad)
+
+
+def test_focus_is_refused_without_its_share_and_where_no_shape_batches_are_drawn(tmp_path):
+    import subprocess
+
+    from longvid.loading import save_autoencoder
+
+    save_autoencoder(_tiny_autoencoder(), tmp_path / "plain.safetensors")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_autoencoder.py"
+    base = [sys.executable, str(script), "--decoder-only", "--init", str(tmp_path / "plain.safetensors"), "--steps",
+            "0", "--full-steps", "0", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "ae.safetensors")]
+    for extra, words in ((["--focus", "shape=square"], "give both, or neither"),
+                         (["--focus", "shape=square", "--focus-share", "0.3"], "--focus is for autoencoders with shape"),
+                         (["--focus", "colour=mauve", "--focus-share", "0.3"], "unknown colour")):
+        done = subprocess.run(base + extra, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert not (tmp_path / "ae.safetensors").exists()
+
+
 def test_rolled_samples_leave_the_flow_loss_and_meet_the_critic_behind_their_own_window():
     """`--own-window-mse 0 --adv-weight`: the samples whose window was rolled are judged only by
     the critic, at the last level, behind the model's own frame; the others keep the true frame,
