@@ -55,7 +55,8 @@ from train_autoencoder import augment_latents, hedge_maps, hedge_problem, normal
 from train_generator import (CaptionBank, Data, PixelCritic, build_batch, corner_loss, crop_box, motion_clip_weights,
                              parse_oversample, prompt_context, sample_target, sampler_setup, silhouettes, target_shapes,
                              target_start, video_frames)
-from trainutil import REPO, Run, edge_loss, hinge_critic_loss, motion_loss, object_pixel_weight, warmup_cosine
+from trainutil import (REPO, Run, edge_loss, hinge_critic_loss, motion_loss, object_pixel_weight, parse_focus,
+                       warmup_cosine)
 
 from longvid.config import load_config, weight_path
 from longvid.loading import load_autoencoder, load_into, load_minilm, read_state_dict, save_autoencoder
@@ -118,6 +119,20 @@ def background_switch_weights(data: Data, share: float) -> np.ndarray | None:
     if not hits.any():
         raise SystemExit("--background-switch-share: no clip in --data switches its background")
     return np.full(data.n, (1.0 - share) / data.n) + share * hits / hits.sum()
+
+
+def focus_clip_weights(data: Data, focus: dict[str, object], factor: float) -> np.ndarray:
+    """Sampling probability of each clip when the scene `focus` names (e.g. {"shape": "square",
+    "motion": "circling", "background": "gray"}) is drawn `factor` times as often: a clip's weight is
+    1 plus (factor - 1) x the share of its latent frames whose segment has every named attribute.
+    The generator's circling squares on gray are in about 1 in 30 clips."""
+    shares = np.array([np.mean([all(getattr(data.specs[c][int(s)], k) == v for k, v in focus.items())
+                                for s in data.segments[c]]) for c in range(data.n)])
+    if not shares.any():
+        named = " ".join(f"{k}={v}" for k, v in focus.items())
+        raise SystemExit(f"--focus {named}: no clip in --data shows that scene; name fewer attributes")
+    weights = 1.0 + (factor - 1.0) * shares
+    return weights / weights.sum()
 
 
 def draw_weights(*weights: np.ndarray | None) -> np.ndarray | None:
@@ -253,6 +268,11 @@ def main() -> None:
     ap.add_argument("--oversample-motion", nargs="*", default=[], metavar="MOTION=FACTOR",
                     help="draw clips with this motion FACTOR times as often, e.g. circling=3 (with "
                          "--background-switch-share: both, multiplied)")
+    ap.add_argument("--focus", nargs="*", default=[], metavar="ATTRIBUTE=VALUE",
+                    help="with --focus-factor: draw clips showing this scene more often, e.g. shape=square "
+                         "motion=circling background=gray (docs/training.md, session 42)")
+    ap.add_argument("--focus-factor", type=float, default=1.0,
+                    help="how many times as often --focus's scene is drawn (multiplied with the other draws)")
     ap.add_argument("--shard-seed", type=int, default=1, help="prepare_latents.py's --seed")
     ap.add_argument("--shard-size", type=int, default=50, help="prepare_latents.py's --shard-size")
     ap.add_argument("--seed", type=int, default=0)
@@ -260,6 +280,14 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=96, help="teacher-forced blocks scored at the end")
     args = ap.parse_args()
     factors = parse_oversample(args.oversample_motion)  # a typo fails before any data is loaded
+    try:
+        focus = parse_focus(args.focus)
+    except ValueError as error:
+        ap.error(f"--focus {error}")
+    if args.focus_factor <= 0:
+        ap.error(f"--focus-factor is how many times as often: give a positive number, not {args.focus_factor:g}")
+    if bool(focus) != (args.focus_factor != 1.0):
+        ap.error("--focus names the scene and --focus-factor how many times as often it is drawn: give both, or neither")
     for name in ("true_share", "switch_share", "background_switch_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             ap.error(f"--{name.replace('_', '-')} is a share of the samples: give a number from 0 to 1")
@@ -309,7 +337,8 @@ def main() -> None:
             f"replay check {worst:.4f}; sampler timesteps {[round(t, 1) for t in steps_t]}")
     positions = torch.arange(S + W + k)
     clip_weights = draw_weights(background_switch_weights(data, args.background_switch_share),
-                                motion_clip_weights(data, factors) if factors else None)
+                                motion_clip_weights(data, factors) if factors else None,
+                                focus_clip_weights(data, focus, args.focus_factor) if focus else None)
 
     def draw(batch: int):
         """Teacher-forced samples whose block has `--warmup` frames before it -> latents to decode

@@ -316,6 +316,38 @@ def test_tune_decoder_draws_background_switches_as_often_as_asked(tmp_path):
         background_switch_weights(data, 0.5)
 
 
+def test_tune_decoder_draws_the_focus_scene_as_many_times_as_often_as_asked(tmp_path, monkeypatch, capsys):
+    """`--focus shape=square motion=circling --focus-factor 5`: a clip weighs 1 + 4 x the share of
+    its latent frames whose segment has every named attribute; a scene no clip shows, a factor
+    without a scene or a bad item is refused with the fix named."""
+    import tune_decoder
+    from train_generator import Data, build_batch
+    from tune_decoder import focus_clip_weights
+
+    n, t = 3, 12
+    square = {"shape": "square", "colour": "red", "background": "gray", "motion": "circling"}
+    specs = [[{**square, "motion": "still"}], [square], [{**square, "shape": "circle"}, square]]
+    segments = torch.zeros(n, t, dtype=torch.long)
+    segments[2, 9:] = 1  # a quarter of clip 2 circles as a square
+    torch.save({"latents": torch.zeros(n, t, 1, 2, 2, dtype=torch.float16), "segments": segments, "specs": specs},
+               tmp_path / "shard_0000.pt")
+    data = Data(str(tmp_path / "shard_*.pt"))
+    weights = focus_clip_weights(data, {"shape": "square", "motion": "circling"}, 5.0)
+    np.testing.assert_allclose(weights, np.array([1.0, 5.0, 2.0]) / 8.0)
+    clips = build_batch(data, np.random.default_rng(0), 3000, 2, 3, 3, 0.0, weights)[0]
+    np.testing.assert_allclose(np.bincount(clips, minlength=n) / 3000, weights, atol=0.03)
+    with pytest.raises(SystemExit, match="no clip in --data shows that scene"):
+        focus_clip_weights(data, {"shape": "triangle"}, 5.0)
+    for argv, words in ((["--focus-factor", "3"], "give both, or neither"),
+                        (["--focus", "shape=square"], "give both, or neither"),
+                        (["--focus", "shape=square", "--focus-factor", "0"], "give a positive number"),
+                        (["--focus", "hue=red", "--focus-factor", "3"], "ATTRIBUTE=VALUE")):
+        monkeypatch.setattr(sys, "argv", ["tune_decoder.py", *argv, "--config", "no-such-config"])
+        with pytest.raises(SystemExit) as stop:
+            tune_decoder.main()
+        assert stop.value.code == 2 and words in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option", ["--switch-share", "--background-switch-share", "--true-share"])
 def test_tune_decoder_refuses_a_share_outside_0_to_1_before_loading_anything(option, monkeypatch, capsys):
     import tune_decoder
