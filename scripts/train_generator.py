@@ -430,16 +430,21 @@ def corner_cover(alpha: torch.Tensor, inner: float = 0.8, points: int = 4, floor
     return cover.mean(dim=(1, 2, 3)).reshape(lead)
 
 
-def corner_loss(seen: torch.Tensor, truth: torch.Tensor, min_mass: float = 12.0) -> torch.Tensor:
+def corner_loss(seen: torch.Tensor, truth: torch.Tensor, min_mass: float = 12.0,
+                frame_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Squared difference of `corner_cover` between the model's and the true silhouettes (N, 1, F,
     H, W), over frames whose true object covers at least `min_mass` pixels. Each is measured about
     its own centroid, so unlike a pixel loss it does not pay the model for hedging over where the
     object is (the mean of a square over a few positions is a rounded square): it asks for the
-    true corners wherever the model put the object."""
+    true corners wherever the model put the object. `frame_weight` (F,) weighs the frames apart."""
     keep = truth.sum(dim=(-2, -1)) >= min_mass
     if not keep.any():
         return seen.new_zeros(())
-    return (corner_cover(seen) - corner_cover(truth))[keep].pow(2).mean()
+    squared = (corner_cover(seen) - corner_cover(truth)).pow(2)
+    if frame_weight is None:
+        return squared[keep].mean()
+    weight = frame_weight.to(squared).expand_as(squared)[keep]
+    return (squared[keep] * weight).sum() / weight.sum()
 
 
 def judged_samples(t: torch.Tensor, target: torch.Tensor, t_last: float, every_level: bool = False) -> torch.Tensor:

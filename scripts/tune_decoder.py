@@ -161,11 +161,22 @@ def augment_true(ae, z: torch.Tensor, noise: float, blur: float, shape_blur: flo
     return torch.cat([appearance, augment_latents(maps, noise, shape_blur)], dim=1)
 
 
+def older_frame_weights(frames: int, weight: float) -> torch.Tensor:
+    """(frames,) loss weights of a block's decoded pixel frames: 1 for the newest frame of each
+    latent frame (the one its shape label describes), `weight` for the TF - 1 older ones, which
+    the decoder places between two latent frames and draws worst (docs/training.md, session 42)."""
+    w = torch.full((frames,), float(weight))
+    w[TF - 1 :: TF] = 1.0
+    return w
+
+
 def pixel_loss(y: torch.Tensor, x: torch.Tensor, object_weight: float, halo_weight: float, edge_weight: float,
-               motion_weight: float) -> torch.Tensor:
+               motion_weight: float, frame_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Stage 1c's loss: decoded y against true pixels x (B, 3, F, H, W), object-weighted L1 + MSE
-    + image gradients + frame-to-frame differences."""
+    + image gradients + frame-to-frame differences; `frame_weight` (F,) weighs frames apart."""
     weight = object_pixel_weight(x, object_weight, halo_weight)
+    if frame_weight is not None:
+        weight = weight * frame_weight[:, None, None]
     loss = ((weight * (y - x).abs()).mean() + (weight * (y - x).pow(2)).mean()) / weight.mean()
     return loss + edge_weight * edge_loss(y, x, weight) + motion_weight * motion_loss(y, x, weight)
 
@@ -175,7 +186,8 @@ def mixed_loss(y: torch.Tensor, x: torch.Tensor, n_true: int, args) -> tuple[tor
     generator's -> (loss weighted by sample count, generated samples' loss, true samples' loss).
     The generated samples' objects weigh `--generated-object-weight`, the true ones' OBJECT_WEIGHT."""
     n_gen = len(y) - n_true
-    terms = (args.halo_weight, args.edge_weight, args.motion_weight)
+    frames = older_frame_weights(y.shape[2], args.older_frame_weight) if args.older_frame_weight != 1.0 else None
+    terms = (args.halo_weight, args.edge_weight, args.motion_weight, frames)
     loss_gen = pixel_loss(y[:n_gen], x[:n_gen], args.generated_object_weight, *terms) if n_gen else torch.zeros(())
     loss_true = pixel_loss(y[n_gen:], x[n_gen:], OBJECT_WEIGHT, *terms) if n_true else torch.zeros(())
     return (loss_gen * n_gen + loss_true * n_true) / len(y), loss_gen, loss_true
@@ -201,11 +213,13 @@ def object_windows(seen: torch.Tensor, truth: torch.Tensor, size: int) -> tuple[
 
 
 def outline_losses(y: torch.Tensor, x: torch.Tensor, classes: torch.Tensor, judged: torch.Tensor, window: int,
-                   corner_weight: float, critic) -> tuple[torch.Tensor, tuple | None]:
+                   corner_weight: float, critic, frame_weight: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor, tuple | None]:
     """The outline terms of decoded y against true pixels x (B, 3, F, H, W): silhouettes as
     `longvid eval` reads them, windowed around the object, of the `judged` (B,) samples whose
     object stands out from its background -> (corner loss (0 without `corner_weight`), the
-    critic's (fake, real, classes) frames or None). With neither term on nothing is computed."""
+    critic's (fake, real, classes) frames or None). With neither term on nothing is computed.
+    `frame_weight` (F,) weighs the corner loss's frames apart."""
     loss = y.new_zeros(())
     if not corner_weight and critic is None:  # the older recipes: no silhouettes in their steps
         return loss, None
@@ -215,7 +229,7 @@ def outline_losses(y: torch.Tensor, x: torch.Tensor, classes: torch.Tensor, judg
         return loss, None
     seen, sil = object_windows(seen[keep], sil[keep], window)
     if corner_weight:
-        loss = corner_loss(seen, sil)
+        loss = corner_loss(seen, sil, frame_weight=frame_weight)
     if critic is None:
         return loss, None
     fake, cls = video_frames(seen, classes[keep])
@@ -268,6 +282,9 @@ def main() -> None:
     ap.add_argument("--oversample-motion", nargs="*", default=[], metavar="MOTION=FACTOR",
                     help="draw clips with this motion FACTOR times as often, e.g. circling=3 (with "
                          "--background-switch-share: both, multiplied)")
+    ap.add_argument("--older-frame-weight", type=float, default=1.0, metavar="W",
+                    help="weight of the pixel and corner losses on the three older pixel frames of each latent frame "
+                         "against its newest, whose shape the label gives (docs/training.md, session 42)")
     ap.add_argument("--focus", nargs="*", default=[], metavar="ATTRIBUTE=VALUE",
                     help="with --focus-factor: draw clips showing this scene more often, e.g. shape=square "
                          "motion=circling background=gray (docs/training.md, session 42)")
@@ -284,6 +301,8 @@ def main() -> None:
         focus = parse_focus(args.focus)
     except ValueError as error:
         ap.error(f"--focus {error}")
+    if args.older_frame_weight <= 0:
+        ap.error(f"--older-frame-weight is a loss weight: give a positive number, not {args.older_frame_weight:g}")
     if args.focus_factor <= 0:
         ap.error(f"--focus-factor is how many times as often: give a positive number, not {args.focus_factor:g}")
     if bool(focus) != (args.focus_factor != 1.0):
@@ -391,7 +410,8 @@ def main() -> None:
             g["lr"] = lr_at(step)
         y = ae.decode(z, first=False)[:, :, TF * args.warmup :]
         loss, loss_gen, loss_true = mixed_loss(y, x, n_true, args)
-        loss_corner, frames = outline_losses(y, x, classes, judged, args.window, args.corner_weight, critic)
+        older = older_frame_weights(y.shape[2], args.older_frame_weight) if args.older_frame_weight != 1.0 else None
+        loss_corner, frames = outline_losses(y, x, classes, judged, args.window, args.corner_weight, critic, older)
         loss_adv = loss_critic = torch.zeros(())
         if frames is not None and step >= args.adv_from:
             critic.requires_grad_(False)

@@ -341,7 +341,8 @@ def test_tune_decoder_draws_the_focus_scene_as_many_times_as_often_as_asked(tmp_
     for argv, words in ((["--focus-factor", "3"], "give both, or neither"),
                         (["--focus", "shape=square"], "give both, or neither"),
                         (["--focus", "shape=square", "--focus-factor", "0"], "give a positive number"),
-                        (["--focus", "hue=red", "--focus-factor", "3"], "ATTRIBUTE=VALUE")):
+                        (["--focus", "hue=red", "--focus-factor", "3"], "ATTRIBUTE=VALUE"),
+                        (["--older-frame-weight", "0"], "--older-frame-weight is a loss weight")):
         monkeypatch.setattr(sys, "argv", ["tune_decoder.py", *argv, "--config", "no-such-config"])
         with pytest.raises(SystemExit) as stop:
             tune_decoder.main()
@@ -604,6 +605,31 @@ def test_tune_decoder_outline_terms_judge_chosen_samples_by_their_corners():
     assert loss > 0.01  # the judged sample is a rounded one
     loss.backward()
     assert y.grad[1].abs().sum() > 0 and y.grad[0].abs().sum() == 0 and y.grad[2].abs().sum() == 0
+
+def test_older_frame_weight_weighs_the_frames_between_latent_frames_apart():
+    """`--older-frame-weight W`: the newest pixel frame of each latent frame weighs 1 and the three
+    older ones W, in the pixel loss and in the corner loss; at 1 both are what they were."""
+    from train_generator import corner_loss
+    from tune_decoder import older_frame_weights, pixel_loss
+
+    assert older_frame_weights(8, 3.0).tolist() == [3, 3, 3, 1, 3, 3, 3, 1]
+    x = torch.full((1, 3, 8, 8, 8), -1.0)
+    newest, oldest = x.clone(), x.clone()
+    newest[:, :, 3] += 0.5  # the same error on a newest frame, or on an older one
+    oldest[:, :, 0] += 0.5
+    terms = dict(object_weight=1.0, halo_weight=0.0, edge_weight=0.0, motion_weight=0.0)
+    assert pixel_loss(newest, x, **terms) == pytest.approx(float(pixel_loss(oldest, x, **terms)))
+    heavy = older_frame_weights(8, 3.0)
+    assert pixel_loss(oldest, x, **terms, frame_weight=heavy) == pytest.approx(
+        3 * float(pixel_loss(newest, x, **terms, frame_weight=heavy)))
+    truth = _mask("square", 20, 20, 10)[None, None, None].expand(1, 1, 4, -1, -1)
+    seen = truth.clone()
+    seen[:, :, 0] = _mask("rounded", 20, 20, 10)  # only the oldest frame is rounded
+    plain = corner_loss(seen, truth)
+    assert corner_loss(seen, truth, frame_weight=torch.ones(4)) == pytest.approx(float(plain))
+    # the rounded frame weighs 3 of 10 instead of 1 of 4
+    assert corner_loss(seen, truth, frame_weight=older_frame_weights(4, 3.0)) == pytest.approx(1.2 * float(plain))
+
 
 def test_corner_levels_choose_the_last_levels_samples_or_all():
     """--corner-levels: by default only samples whose target sits at the last inference level are
