@@ -1779,3 +1779,23 @@ def test_tune_decoder_draw_weights_multiply_the_reasons_to_draw_a_clip():
     assert np.allclose(draw_weights(only, None), only)
     both = draw_weights(np.array([0.5, 0.25, 0.25]), np.array([0.2, 0.2, 0.6]))
     assert np.allclose(both, np.array([0.1, 0.05, 0.15]) / 0.3) and both.sum() == pytest.approx(1.0)
+
+
+def test_shape_by_phase_reads_label_mass_forces_labels_and_orders_frames_by_place():
+    """scripts/shape_by_phase.py: the label channels' share over the object's cells, all label
+    mass moved to one shape's channel, and hits by a frame's place in its latent frame (frame 0
+    alone, then 4j - 3 .. 4j: oldest to newest)."""
+    from shape_by_phase import by_place, force_label, label_shares
+
+    lat = torch.zeros(5, 2, 4, 4)  # 2 appearance + 3 label channels (circle, square, triangle)
+    lat[3, :, 1, 1] = 3.0  # square where the object is
+    lat[2, :, 1, 1] = 1.0  # some circle there
+    lat[2, :, 3, 3] = 0.2  # faint circle elsewhere: below 0.3 of the peak, not the object
+    lat[0] = 7.0  # appearance is not a label
+    assert np.allclose(label_shares(lat), [0.25, 0.75, 0.0])
+    forced = force_label(lat[None], "triangle")[0]
+    assert torch.equal(forced[:2], lat[:2]) and forced[2:4].abs().sum() == 0
+    assert torch.allclose(forced[4], lat[2:].sum(0))
+    #            frame 0 | latent 1: 1-4          | latent 2: 5-8
+    right = [True, False, False, True, True, False, True, True, True]
+    assert by_place(right) == [0.0, 0.5, 1.0, 1.0]
