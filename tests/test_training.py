@@ -384,8 +384,9 @@ def test_tune_decoder_weighs_generated_objects_as_asked_and_true_ones_as_always(
     y[x.amax(dim=1, keepdim=True).expand_as(x) > 0] = 0.0  # every sample gets its object wrong
     n_true = 2
 
-    def losses(weight: float):
-        args = SimpleNamespace(generated_object_weight=weight, halo_weight=0.0, edge_weight=0.0, motion_weight=0.0)
+    def losses(weight: float, older: float = 1.0, y=y):
+        args = SimpleNamespace(generated_object_weight=weight, halo_weight=0.0, edge_weight=0.0, motion_weight=0.0,
+                               older_frame_weight=older)
         return mixed_loss(y, x, n_true, args)
 
     _, gen_low, true_low = losses(1.0)
@@ -393,6 +394,11 @@ def test_tune_decoder_weighs_generated_objects_as_asked_and_true_ones_as_always(
     assert gen_high > 3 * gen_low
     assert torch.isclose(true_low, true_high) and torch.isclose(true_high, gen_high)
     assert torch.isclose(total, (gen_high * 2 + true_high * 2) / 4)
+    # `--older-frame-weight` reaches both halves: an error only in an older frame counts more
+    oldest = x.clone()
+    oldest[:, :, 0] = y[:, :, 0]
+    plain, heavy = losses(10.0, 1.0, oldest), losses(10.0, 3.0, oldest)
+    assert heavy[1] > 1.1 * plain[1] and heavy[2] > 1.1 * plain[2]  # 3 of 10 instead of 1 of 4
 
 
 def test_tune_decoder_augments_true_latents_as_the_decoder_only_round_does():
