@@ -125,7 +125,7 @@ def focus_clip_weights(data: Data, focus: dict[str, object], factor: float) -> n
     """Sampling probability of each clip when the scene `focus` names (e.g. {"shape": "square",
     "motion": "circling", "background": "gray"}) is drawn `factor` times as often: a clip's weight is
     1 plus (factor - 1) x the share of its latent frames whose segment has every named attribute.
-    The generator's circling squares on gray are in about 1 in 30 clips."""
+    Circling squares on gray are in 14 of the 400 clips of session 42's label latents."""
     shares = np.array([np.mean([all(getattr(data.specs[c][int(s)], k) == v for k, v in focus.items())
                                 for s in data.segments[c]]) for c in range(data.n)])
     if not shares.any():
