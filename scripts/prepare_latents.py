@@ -55,17 +55,26 @@ def sample_clip(rng: np.random.Generator, latent_frames: int, size: int,
     seg_pixel = truth.segment
     seg_latent = np.array([seg_pixel[max(0, TF * j - (TF - 1))] for j in range(latent_frames)])
     if circles:
-        drawn = [replace(s, shape="circle") for s in specs]
-        circle_frames, circle_truth = make_clip(list(zip(starts, drawn)), pixel_frames, twin, size)
-        cover = np.stack([object_cover(circle_truth.spec_at(f), circle_truth.positions[f], size)
-                          for f in range(pixel_frames)])
-        shapes = np.array([SHAPES.index(truth.spec_at(f).shape) for f in range(pixel_frames)])
-        return frames, seg_latent, specs, circle_frames, cover, shapes
+        return (frames, seg_latent, specs, *drawn_as_circles(list(zip(starts, specs)), truth, twin, size))
     if partner_rng is None:
         return frames, seg_latent, specs
     partners = partner_specs(specs, partner_rng)
     partner_frames, _ = make_clip(list(zip(starts, partners)), pixel_frames, twin, size)
     return frames, seg_latent, specs, partner_frames, partners
+
+
+def drawn_as_circles(timeline: list[tuple[int, SceneSpec]], truth, twin: np.random.Generator,
+                     size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clip of `timeline` [(first frame, spec), ...] (its `ClipTruth`, `truth`) drawn again with
+    every shape a circle, from `twin`, a copy of the generator the clip was drawn from (so the
+    same places and headings) -> the circles' frames (F, H, W, 3), their coverage (F, H, W) float32
+    and each frame's true shape (F,) as an index into SHAPES: what `label_latents` is built from."""
+    frames_n = len(truth.segment)
+    drawn = [(f, replace(s, shape="circle")) for f, s in timeline]
+    circle_frames, circle_truth = make_clip(drawn, frames_n, twin, size)
+    cover = np.stack([object_cover(circle_truth.spec_at(f), circle_truth.positions[f], size) for f in range(frames_n)])
+    shapes = np.array([SHAPES.index(truth.spec_at(f).shape) for f in range(frames_n)])
+    return circle_frames, cover, shapes
 
 
 def partner_specs(specs: list[SceneSpec], rng: np.random.Generator) -> list[SceneSpec]:

@@ -24,8 +24,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from prepare_latents import TF, label_latents
-from trainutil import REPO, object_cover, parse_focus
+from prepare_latents import TF, drawn_as_circles, label_latents
+from trainutil import REPO, parse_focus
 
 from longvid.api import load_pipeline
 from longvid.config import load_config, weight_path
@@ -82,10 +82,8 @@ def true_latents(spec: SceneSpec, seed: int, latent_frames: int, size: int, appe
     frames_n = TF * latent_frames - (TF - 1)
     rng = np.random.default_rng(seed)
     twin = copy.deepcopy(rng)  # the same draws, for the same scene drawn as circles
-    frames, _ = make_clip(spec, frames_n, rng, size)
-    circles, truth = make_clip(replace(spec, shape="circle"), frames_n, twin, size)
-    cover = np.stack([object_cover(truth.spec_at(f), truth.positions[f], size) for f in range(frames_n)])
-    shapes = np.full(frames_n, SHAPES.index(spec.shape))
+    frames, truth = make_clip(spec, frames_n, rng, size)
+    circles, cover, shapes = drawn_as_circles([(0, spec)], truth, twin, size)
     lat = label_latents(appearance, circles, cover, shapes).float().transpose(0, 1)[None]
     return lat, frames
 

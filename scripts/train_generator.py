@@ -177,13 +177,14 @@ def prompt_context(model, bank: CaptionBank, data: Data, clips, seg_of_slot: tor
     return model.text_context(bank.embed(caps)).per_frame(index.flatten())
 
 
+def clip_segment_shares(data: Data, matches) -> np.ndarray:
+    """(clips,): the share of each clip's latent frames whose segment's spec `matches` (a predicate)."""
+    return np.array([np.mean([matches(data.specs[c][int(s)]) for s in data.segments[c]]) for c in range(data.n)])
+
+
 def clip_motion_shares(data: Data, motions: list[str]) -> np.ndarray:
     """(clips, len(motions)): the share of each clip's latent frames whose segment has each motion."""
-    shares = np.zeros((data.n, len(motions)))
-    for c in range(data.n):
-        frames = [data.specs[c][int(s)].motion for s in data.segments[c]]
-        shares[c] = [frames.count(m) / len(frames) for m in motions]
-    return shares
+    return np.stack([clip_segment_shares(data, lambda spec, m=m: spec.motion == m) for m in motions], axis=1)
 
 
 def motion_clip_weights(data: Data, factors: dict[str, float]) -> np.ndarray:

@@ -52,7 +52,8 @@ import torch
 from diag_generator import pixel_scores
 from prepare_latents import TF, label_maps, sample_clip
 from train_autoencoder import augment_latents, hedge_maps, hedge_problem, normalised_maps, raw_maps
-from train_generator import (CaptionBank, Data, PixelCritic, build_batch, corner_loss, crop_box, motion_clip_weights,
+from train_generator import (CaptionBank, Data, PixelCritic, build_batch, clip_segment_shares, corner_loss, crop_box,
+                             motion_clip_weights,
                              parse_oversample, prompt_context, sample_target, sampler_setup, silhouettes, target_shapes,
                              target_start, video_frames)
 from trainutil import (REPO, Run, edge_loss, hinge_critic_loss, motion_loss, object_pixel_weight, parse_focus,
@@ -126,8 +127,7 @@ def focus_clip_weights(data: Data, focus: dict[str, object], factor: float) -> n
     "motion": "circling", "background": "gray"}) is drawn `factor` times as often: a clip's weight is
     1 plus (factor - 1) x the share of its latent frames whose segment has every named attribute.
     Circling squares on gray are in 14 of the 400 clips of session 42's label latents."""
-    shares = np.array([np.mean([all(getattr(data.specs[c][int(s)], k) == v for k, v in focus.items())
-                                for s in data.segments[c]]) for c in range(data.n)])
+    shares = clip_segment_shares(data, lambda spec: all(getattr(spec, k) == v for k, v in focus.items()))
     if not shares.any():
         named = " ".join(f"{k}={v}" for k, v in focus.items())
         raise SystemExit(f"--focus {named}: no clip in --data shows that scene; name fewer attributes")
@@ -161,10 +161,13 @@ def augment_true(ae, z: torch.Tensor, noise: float, blur: float, shape_blur: flo
     return torch.cat([appearance, augment_latents(maps, noise, shape_blur)], dim=1)
 
 
-def older_frame_weights(frames: int, weight: float) -> torch.Tensor:
+def older_frame_weights(frames: int, weight: float) -> torch.Tensor | None:
     """(frames,) loss weights of a block's decoded pixel frames: 1 for the newest frame of each
     latent frame (the one its shape label describes), `weight` for the TF - 1 older ones, which
-    the decoder places between two latent frames and draws worst (docs/training.md, session 42)."""
+    the decoder places between two latent frames and draws worst (docs/training.md, session 42);
+    None at 1 (every frame alike, as the older recipes)."""
+    if weight == 1.0:
+        return None
     w = torch.full((frames,), float(weight))
     w[TF - 1 :: TF] = 1.0
     return w
@@ -186,8 +189,7 @@ def mixed_loss(y: torch.Tensor, x: torch.Tensor, n_true: int, args) -> tuple[tor
     generator's -> (loss weighted by sample count, generated samples' loss, true samples' loss).
     The generated samples' objects weigh `--generated-object-weight`, the true ones' OBJECT_WEIGHT."""
     n_gen = len(y) - n_true
-    frames = older_frame_weights(y.shape[2], args.older_frame_weight) if args.older_frame_weight != 1.0 else None
-    terms = (args.halo_weight, args.edge_weight, args.motion_weight, frames)
+    terms = (args.halo_weight, args.edge_weight, args.motion_weight, older_frame_weights(y.shape[2], args.older_frame_weight))
     loss_gen = pixel_loss(y[:n_gen], x[:n_gen], args.generated_object_weight, *terms) if n_gen else torch.zeros(())
     loss_true = pixel_loss(y[n_gen:], x[n_gen:], OBJECT_WEIGHT, *terms) if n_true else torch.zeros(())
     return (loss_gen * n_gen + loss_true * n_true) / len(y), loss_gen, loss_true
@@ -410,8 +412,8 @@ def main() -> None:
             g["lr"] = lr_at(step)
         y = ae.decode(z, first=False)[:, :, TF * args.warmup :]
         loss, loss_gen, loss_true = mixed_loss(y, x, n_true, args)
-        older = older_frame_weights(y.shape[2], args.older_frame_weight) if args.older_frame_weight != 1.0 else None
-        loss_corner, frames = outline_losses(y, x, classes, judged, args.window, args.corner_weight, critic, older)
+        loss_corner, frames = outline_losses(y, x, classes, judged, args.window, args.corner_weight, critic,
+                                             older_frame_weights(y.shape[2], args.older_frame_weight))
         loss_adv = loss_critic = torch.zeros(())
         if frames is not None and step >= args.adv_from:
             critic.requires_grad_(False)

@@ -1805,3 +1805,30 @@ def test_shape_by_phase_reads_label_mass_forces_labels_and_orders_frames_by_plac
     #            frame 0 | latent 1: 1-4          | latent 2: 5-8
     right = [True, False, False, True, True, False, True, True, True]
     assert by_place(right) == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_drawn_as_circles_is_the_same_clip_with_every_shape_a_circle():
+    """prepare_latents.drawn_as_circles (behind `--shape-labels` latents and shape_by_phase.py): from
+    a copy of the clip's generator, the same scene and switch with circles in the same places,
+    their coverage, and each frame's true shape."""
+    import copy
+
+    from prepare_latents import drawn_as_circles
+
+    from longvid.evaluate import detect_frame
+    from longvid.world import SHAPES, SceneSpec, make_clip
+
+    timeline = [(0, SceneSpec(shape="square", colour="red", background="black", motion="right", size="large")),
+                (5, SceneSpec(shape="triangle", colour="blue", background="black", motion="right", size="large"))]
+    rng = np.random.default_rng(3)
+    twin = copy.deepcopy(rng)
+    frames, truth = make_clip(timeline, 9, rng, 64)
+    circles, cover, shapes = drawn_as_circles(timeline, truth, twin, 64)
+    assert circles.shape == frames.shape and cover.shape == (9, 64, 64)
+    assert shapes.tolist() == [SHAPES.index("square")] * 5 + [SHAPES.index("triangle")] * 4
+    for f in (0, 8):
+        mine, theirs = detect_frame(frames[f]), detect_frame(circles[f])
+        assert theirs.shape == "circle" and theirs.colour == mine.colour
+        assert np.hypot(*(mine.objects[0].centroid - theirs.objects[0].centroid)) < 2.0
+        drawn = np.abs(circles[f].astype(int)).max(-1) > 12
+        assert (drawn & (cover[f] > 0.05)).sum() >= 0.9 * (drawn | (cover[f] > 0.05)).sum()
